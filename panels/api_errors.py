@@ -1,0 +1,71 @@
+"""One JSON error shape for the API: {"error": {"code": ..., "message": ...}}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class ApiError(exceptions.APIException):
+    """A domain error with its own code and status, raised from views."""
+
+    def __init__(self, *, code: str, message: str, status_code: int = 400, extra: dict | None = None) -> None:
+        super().__init__(detail=message, code=code)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.extra = extra or {}
+
+
+_CODES = {
+    400: "invalid_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def _message(detail: Any) -> str:
+    if isinstance(detail, dict):
+        parts = []
+        for field, value in detail.items():
+            text = _message(value)
+            parts.append(text if field == "non_field_errors" else f"{field}: {text}")
+        return "; ".join(parts)
+    if isinstance(detail, list):
+        return " ".join(_message(item) for item in detail)
+    return str(detail)
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, ApiError):
+        return Response(error_body(exc.code, exc.message, **exc.extra), status=exc.status_code)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound("Not found.")
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    code = _CODES.get(response.status_code, "error")
+    if isinstance(exc, exceptions.ValidationError):
+        body = error_body("invalid_request", _message(exc.detail), fields=exc.detail)
+    elif isinstance(exc, exceptions.Throttled):
+        body = error_body("rate_limited", f"Too many requests; try again in {exc.wait or 1:.0f} s.")
+    else:
+        body = error_body(code, _message(getattr(exc, "detail", str(exc))))
+    response.data = body
+    if response.status_code == status.HTTP_403_FORBIDDEN and "CSRF" in body["error"]["message"]:
+        response.data = error_body("csrf_failed", body["error"]["message"])
+    return response

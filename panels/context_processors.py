@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest
+
+
+def site(request: HttpRequest) -> dict:
+    balance = None
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        from wallet.selectors import wallet_summary
+
+        balance = wallet_summary(user=user)
+    return {
+        "header_wallet": balance,
+        "stripe_demo": not settings.STRIPE_SECRET_KEY,
+        "credits_per_usd": settings.CREDITS_PER_USD,
+    }

@@ -1,0 +1,62 @@
+"""A worker's background duties: a heartbeat for /healthz and the hold-expiry sweep.
+
+The sweep runs with every worker (it is idempotent), so no separate beat process
+is needed for holds to expire.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_PREFIX = "panels:worker:"
+HEARTBEAT_EVERY = 5
+HEARTBEAT_TTL = 20
+
+
+def worker_key(hostname: str) -> str:
+    return f"{HEARTBEAT_PREFIX}{hostname}"
+
+
+def workers_alive() -> list[str]:
+    from panels.redis_client import get_redis
+
+    return [key.decode() for key in get_redis().scan_iter(match=f"{HEARTBEAT_PREFIX}*", count=100)]
+
+
+def _loop(hostname: str, stop: threading.Event) -> None:
+    from django.db import close_old_connections
+
+    from panels.redis_client import get_redis
+    from wallet.services import holds_expire
+
+    last_sweep = 0.0
+    while not stop.is_set():
+        try:
+            get_redis().set(worker_key(hostname), str(time.time()), ex=HEARTBEAT_TTL)
+        except Exception:
+            log.warning("heartbeat failed: Redis unreachable")
+        if time.monotonic() - last_sweep >= settings.CELERY_BEAT_SCHEDULE_SECONDS:
+            last_sweep = time.monotonic()
+            try:
+                expired = holds_expire()
+                if expired:
+                    log.info("expired holds", extra={"count": expired})
+            except Exception:
+                log.exception("hold sweep failed")
+            finally:
+                close_old_connections()
+        stop.wait(HEARTBEAT_EVERY)
+
+
+def start(hostname: str | None = None) -> threading.Event:
+    stop = threading.Event()
+    name = hostname or socket.gethostname()
+    threading.Thread(target=_loop, args=(name, stop), name="panels-heartbeat", daemon=True).start()
+    return stop

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+from panels import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("accounts/profile/", views.account, name="account_profile"),
+    path("accounts/profile/delete/", views.account_delete, name="account_delete"),
+    path("accounts/profile/keys/", views.apikey_create, name="apikey_create"),
+    path("accounts/profile/keys/<str:prefix>/revoke/", views.apikey_revoke, name="apikey_revoke"),
+    path("accounts/", include("allauth.urls")),
+    path("wallet/", include("wallet.urls")),
+    path("", include("chat.urls")),
+    path("api/v1/", include("panels.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
+    path("admin/", admin.site.urls),
+]

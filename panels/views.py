@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import logout
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from chat.models import ModelSpec
+from panels.health import health_report
+from panels.models import ApiKey
+from panels.services import user_delete
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "home.html", {"models": ModelSpec.objects.filter(enabled=True)})
+
+
+@require_GET
+@never_cache
+def healthz(request: HttpRequest) -> JsonResponse:
+    ok, body = health_report()
+    return JsonResponse(body, status=200 if ok else 503)
+
+
+@login_required
+def account(request: HttpRequest) -> HttpResponse:
+    new_key = request.session.pop("new_api_key", None)
+    return render(
+        request,
+        "account/profile.html",
+        {"api_keys": request.user.api_keys.all(), "new_key": new_key},
+    )
+
+
+@login_required
+@require_POST
+def apikey_create(request: HttpRequest) -> HttpResponse:
+    name = request.POST.get("name", "").strip()[:100]
+    _, secret = ApiKey.issue(user=request.user, name=name)
+    # Shown once on the next page, then gone: only the hash is kept.
+    request.session["new_api_key"] = secret
+    messages.success(request, "API key created. Copy it now: it will not be shown again.")
+    return redirect("account_profile")
+
+
+@login_required
+@require_POST
+def apikey_revoke(request: HttpRequest, prefix: str) -> HttpResponse:
+    key = get_object_or_404(ApiKey, user=request.user, prefix=prefix)
+    key.revoke()
+    messages.success(request, f"API key {key.prefix}… revoked.")
+    return redirect("account_profile")
+
+
+@login_required
+def account_delete(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        if request.POST.get("confirm", "").strip().lower() != request.user.email.lower():
+            messages.error(request, "Type your email address exactly to confirm.")
+            return render(request, "account/delete.html", status=400)
+        user = request.user
+        logout(request)
+        user_delete(user=user)
+        messages.success(request, "Your account has been deleted.")
+        return redirect("home")
+    return render(request, "account/delete.html")

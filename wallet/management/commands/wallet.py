@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from wallet.selectors import ledger_audit
+from wallet.services import wallet_for_user, wallet_grant
+
+
+class Command(BaseCommand):
+    help = "Wallet operations: grant credits, audit every balance against the ledger."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        grant = sub.add_parser("grant", help="Grant (or, with a negative amount, take back) credits.")
+        grant.add_argument("email")
+        grant.add_argument("credits", type=int)
+        grant.add_argument("--reason", required=True)
+        grant.add_argument("--key", help="Idempotency key; repeating it grants once.")
+        sub.add_parser("audit", help="Rebuild every balance from the entries; exit 1 on any mismatch.")
+
+    def handle(self, *args: object, action: str, **options: object) -> None:
+        if action == "grant":
+            self._grant(**options)
+        else:
+            self._audit()
+
+    def _grant(self, *, email: str, credits: int, reason: str, key: str | None, **_: object) -> None:
+        user = get_user_model().objects.filter(email__iexact=email).first()
+        if user is None:
+            raise CommandError(f"No user with email {email}.")
+        if credits == 0:
+            raise CommandError("CREDITS must not be zero.")
+        try:
+            entry = wallet_grant(
+                account=wallet_for_user(user=user),
+                amount=credits,
+                reason=reason,
+                actor="cli",
+                idempotency_key=key or f"cli-grant:{uuid.uuid4()}",
+            )
+        except Exception as exc:  # the command's user needs the reason, not a traceback
+            raise CommandError(str(exc)) from exc
+        balance = wallet_for_user(user=user).balance
+        self.stdout.write(f"{entry.kind} of {entry.amount} credits to {email}; balance now {balance}.")
+
+    def _audit(self) -> None:
+        problems = ledger_audit()
+        if problems:
+            for problem in problems:
+                self.stderr.write(f"MISMATCH {problem}")
+            raise CommandError(f"Audit failed: {len(problems)} problem(s).", returncode=1)
+        self.stdout.write(self.style.SUCCESS("Audit clean: every balance matches its entries."))

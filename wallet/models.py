@@ -1,0 +1,240 @@
+"""The ledger: accounts, immutable double-entry entries, holds, and top-ups."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class LedgerImmutable(Exception):
+    """Raised on any attempt to change or delete a ledger entry: corrections are new entries."""
+
+
+class Account(models.Model):
+    """A user's wallet, or a system account money comes from or goes to.
+
+    Only user wallets keep a stored balance: system accounts are touched by every
+    movement, so locking and updating them would serialise every wallet behind one
+    row. Their balances are computed from the entries when needed.
+    """
+
+    class Kind(models.TextChoices):
+        USER = "user", "User wallet"
+        SYSTEM = "system", "System account"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.USER)
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="wallet"
+    )
+    code = models.CharField(max_length=40, unique=True, null=True, blank=True)
+    balance = models.BigIntegerField(default=0)
+    held = models.BigIntegerField(default=0)
+    frozen_reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(held__gte=0), name="account_held_non_negative"),
+            models.CheckConstraint(
+                condition=Q(kind="system") | Q(balance__gte=F("held")), name="account_available_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=(Q(kind="user", user__isnull=False, code__isnull=True))
+                | Q(kind="system", user__isnull=True, code__isnull=False),
+                name="account_owner_matches_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"wallet of {self.user}" if self.kind == self.Kind.USER else f"system:{self.code}"
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+    @property
+    def frozen(self) -> bool:
+        return bool(self.frozen_reason)
+
+
+class Entry(models.Model):
+    """One immutable movement of credits from `debit_account` to `credit_account`."""
+
+    class Kind(models.TextChoices):
+        TOPUP = "topup", "Top-up"
+        USAGE = "usage", "Usage"
+        GRANT = "grant", "Grant"
+        REFUND = "refund", "Refund"
+        REVERSAL = "reversal", "Reversal"
+        ADJUSTMENT = "adjustment", "Adjustment"
+
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    debit_account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="debits")
+    credit_account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="credits")
+    amount = models.BigIntegerField()
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    reference = models.CharField(max_length=200, blank=True, db_index=True)
+    memo = models.CharField(max_length=500, blank=True)
+    hold = models.OneToOneField("Hold", null=True, blank=True, on_delete=models.PROTECT, related_name="entry")
+    created_at = models.DateTimeField()
+    digest = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "entries"
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="entry_amount_positive"),
+            models.CheckConstraint(condition=~Q(debit_account=F("credit_account")), name="entry_accounts_differ"),
+        ]
+        indexes = [
+            models.Index(fields=["debit_account", "-created_at"]),
+            models.Index(fields=["credit_account", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} {self.debit_account_id}->{self.credit_account_id}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None:
+            raise LedgerImmutable("Ledger entries are immutable; post a reversing entry instead.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: object, **kwargs: object) -> None:
+        raise LedgerImmutable("Ledger entries cannot be deleted; post a reversing entry instead.")
+
+    def compute_digest(self) -> str:
+        fields = [
+            self.kind,
+            self.debit_account_id,
+            self.credit_account_id,
+            self.amount,
+            self.idempotency_key,
+            self.reference,
+            self.memo,
+            self.hold_id,
+            self.created_at.isoformat(),
+        ]
+        return hashlib.sha256("|".join(str(f) for f in fields).encode()).hexdigest()
+
+    def signed_amount_for(self, account: Account) -> int:
+        return self.amount if self.credit_account_id == account.pk else -self.amount
+
+
+class Hold(models.Model):
+    """Credits reserved before a model is called; resolved at most once."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        POSTED = "posted", "Posted"
+        VOIDED = "voided", "Voided"
+        EXPIRED = "expired", "Expired"
+        REJECTED = "rejected", "Rejected (insufficient credits)"
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="holds")
+    amount = models.BigIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    posted_amount = models.BigIntegerField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    reference = models.CharField(max_length=200, blank=True)
+    reason = models.CharField(max_length=300, blank=True)
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(posted_amount__isnull=True) | Q(posted_amount__gte=0, posted_amount__lte=F("amount")),
+                name="hold_posted_within_amount",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "expires_at"])]
+
+    def __str__(self) -> str:
+        return f"hold {self.pk} {self.amount} ({self.status})"
+
+
+class Shortfall(models.Model):
+    """Credits a clawback could not take back because they were already spent."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="shortfalls")
+    amount = models.BigIntegerField()
+    reference = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="shortfall_amount_positive"),
+            models.UniqueConstraint(fields=["reference"], name="shortfall_reference_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"shortfall {self.amount} on {self.account} ({self.reference})"
+
+
+class Topup(models.Model):
+    """A purchase of credits, through Stripe Checkout or the demo checkout."""
+
+    class Status(models.TextChoices):
+        CREATED = "created", "Awaiting payment"
+        PENDING = "pending", "Payment processing"
+        PAID = "paid", "Paid"
+        FAILED = "failed", "Failed"
+        REFUNDED = "refunded", "Refunded"
+        PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
+        DISPUTED = "disputed", "Disputed"
+        DISPUTE_LOST = "dispute_lost", "Dispute lost"
+
+    class Provider(models.TextChoices):
+        STRIPE = "stripe", "Stripe"
+        DEMO = "demo", "Demo (no card charged)"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="topups")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="topups")
+    provider = models.CharField(max_length=10, choices=Provider.choices)
+    amount_cents = models.PositiveIntegerField()
+    credits = models.BigIntegerField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.CREATED)
+    checkout_session_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    checkout_url = models.URLField(max_length=2000, blank=True)
+    payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
+    charge_id = models.CharField(max_length=255, blank=True, db_index=True)
+    receipt_url = models.URLField(max_length=2000, blank=True)
+    refunded_cents = models.PositiveIntegerField(default=0)
+    credited_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount_cents__gte=100), name="topup_minimum"),
+            models.CheckConstraint(condition=Q(credits__gt=0), name="topup_credits_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"top-up {self.pk} ${self.amount_cents / 100:.2f} ({self.status})"
+
+    @property
+    def amount_usd(self) -> str:
+        return f"{self.amount_cents / 100:.2f}"
+
+
+class StripeEvent(models.Model):
+    """Each Stripe event id is handled once; redeliveries find it here."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    livemode = models.BooleanField(default=False)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=300, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.type}"

@@ -1,0 +1,358 @@
+"""Every change to a wallet goes through these functions.
+
+Each one locks the user's wallet row, checks, and writes in one transaction, and is
+idempotent: a retry with the same key returns the first outcome and writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from wallet.errors import HoldExceeded, HoldNotPending, IdempotencyConflict, InsufficientCredits, WalletFrozen
+from wallet.models import Account, Entry, Hold, Shortfall
+
+# System accounts: where credits come from and where they go.
+SYSTEM_STRIPE = "stripe"  # money paid in through Stripe (or the demo checkout)
+SYSTEM_REVENUE = "usage"  # credits spent on model calls
+SYSTEM_GRANTS = "grants"  # credits given by an operator
+SYSTEM_ADJUSTMENTS = "adjustments"  # operator corrections
+SYSTEM_REFUNDS = "refunds"  # credits taken back after a refund or lost dispute
+
+_SOURCE_FOR_KIND = {
+    Entry.Kind.TOPUP: SYSTEM_STRIPE,
+    Entry.Kind.GRANT: SYSTEM_GRANTS,
+    Entry.Kind.ADJUSTMENT: SYSTEM_ADJUSTMENTS,
+    Entry.Kind.REVERSAL: SYSTEM_ADJUSTMENTS,
+    Entry.Kind.REFUND: SYSTEM_REFUNDS,
+    Entry.Kind.USAGE: SYSTEM_REVENUE,
+}
+
+
+def credits_for_cents(cents: int) -> int:
+    return cents * settings.CREDITS_PER_USD // 100
+
+
+def credits_to_usd(credits: int) -> Decimal:
+    return Decimal(credits) / Decimal(settings.CREDITS_PER_USD)
+
+
+def cost_in_credits(*, input_tokens: int, output_tokens: int, input_price: Decimal, output_price: Decimal) -> int:
+    """ceil((in x in_price + out x out_price) x CREDITS_PER_USD / 1e6), exactly."""
+    micro_usd = Decimal(input_tokens) * Decimal(input_price) + Decimal(output_tokens) * Decimal(output_price)
+    return math.ceil(micro_usd * settings.CREDITS_PER_USD / Decimal(1_000_000))
+
+
+def system_account(code: str) -> Account:
+    account, _ = Account.objects.get_or_create(kind=Account.Kind.SYSTEM, code=code)
+    return account
+
+
+def wallet_for_user(*, user: AbstractBaseUser) -> Account:
+    try:
+        return Account.objects.get(user=user)
+    except Account.DoesNotExist:
+        try:
+            with transaction.atomic():
+                return Account.objects.create(user=user, kind=Account.Kind.USER)
+        except IntegrityError:
+            return Account.objects.get(user=user)
+
+
+def _lock(account_id: int) -> Account:
+    return Account.objects.select_for_update().get(pk=account_id)
+
+
+def _check_same(existing: object, **fields: object) -> None:
+    for name, value in fields.items():
+        if getattr(existing, name) != value:
+            raise IdempotencyConflict(
+                f"Idempotency key reused with a different {name}: {getattr(existing, name)!r} != {value!r}"
+            )
+
+
+def _write_entry(
+    *,
+    user_account: Account,
+    direction: str,
+    amount: int,
+    kind: str,
+    idempotency_key: str,
+    reference: str,
+    memo: str,
+    hold: Hold | None = None,
+) -> Entry:
+    """Insert an entry and move the locked wallet's balance; the caller holds the lock."""
+    system = system_account(_SOURCE_FOR_KIND[kind])
+    debit, credit = (system, user_account) if direction == "in" else (user_account, system)
+    entry = Entry(
+        kind=kind,
+        debit_account=debit,
+        credit_account=credit,
+        amount=amount,
+        idempotency_key=idempotency_key,
+        reference=reference,
+        memo=memo[:500],
+        hold=hold,
+        created_at=timezone.now(),
+    )
+    entry.digest = entry.compute_digest()
+    entry.save()
+    delta = amount if direction == "in" else -amount
+    Account.objects.filter(pk=user_account.pk).update(balance=F("balance") + delta)
+    user_account.balance += delta
+    return entry
+
+
+def _existing_entry(idempotency_key: str, **fields: object) -> Entry | None:
+    entry = Entry.objects.filter(idempotency_key=idempotency_key).first()
+    if entry is not None:
+        _check_same(entry, **fields)
+    return entry
+
+
+def wallet_credit(
+    *, account: Account, amount: int, kind: str, idempotency_key: str, reference: str = "", memo: str = ""
+) -> Entry:
+    """Add credits to a wallet (top-up, grant, positive adjustment)."""
+    if amount <= 0:
+        raise ValueError("A credit must be a positive whole number of credits.")
+    try:
+        with transaction.atomic():
+            wallet = _lock(account.pk)
+            existing = _existing_entry(idempotency_key, kind=kind, amount=amount, credit_account_id=wallet.pk)
+            if existing is not None:
+                return existing
+            return _write_entry(
+                user_account=wallet,
+                direction="in",
+                amount=amount,
+                kind=kind,
+                idempotency_key=idempotency_key,
+                reference=reference,
+                memo=memo,
+            )
+    except IntegrityError:
+        existing = _existing_entry(idempotency_key, kind=kind, amount=amount, credit_account_id=account.pk)
+        if existing is None:
+            raise
+        return existing
+
+
+def wallet_debit(
+    *,
+    account: Account,
+    amount: int,
+    kind: str,
+    idempotency_key: str,
+    reference: str = "",
+    memo: str = "",
+    partial: bool = False,
+) -> tuple[Entry | None, int]:
+    """Take credits from a wallet; returns (entry, shortfall).
+
+    With `partial`, takes what is available (down to zero, never below) and reports
+    the rest as the shortfall instead of refusing.
+    """
+    if amount <= 0:
+        raise ValueError("A debit must be a positive whole number of credits.")
+    with transaction.atomic():
+        wallet = _lock(account.pk)
+        existing = Entry.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            _check_same(existing, kind=kind, debit_account_id=wallet.pk)
+            return existing, amount - existing.amount
+        if Shortfall.objects.filter(reference=idempotency_key).exists():
+            return None, amount
+        take = min(amount, wallet.available) if partial else amount
+        if take > wallet.available:
+            raise InsufficientCredits(needed=amount, available=wallet.available)
+        entry = None
+        if take > 0:
+            entry = _write_entry(
+                user_account=wallet,
+                direction="out",
+                amount=take,
+                kind=kind,
+                idempotency_key=idempotency_key,
+                reference=reference,
+                memo=memo,
+            )
+        shortfall = amount - take
+        if shortfall:
+            Shortfall.objects.create(account=wallet, amount=shortfall, reference=idempotency_key)
+        return entry, shortfall
+
+
+def wallet_hold(
+    *, account: Account, amount: int, idempotency_key: str, reference: str = "", ttl_seconds: int | None = None
+) -> Hold:
+    """Reserve credits before spending them. Raises InsufficientCredits or WalletFrozen.
+
+    A refusal for lack of funds is recorded under the key, so a retry with the same
+    key is refused the same way even after a top-up.
+    """
+    if amount <= 0:
+        raise ValueError("A hold must be a positive whole number of credits.")
+    ttl = settings.HOLD_TTL_SECONDS if ttl_seconds is None else ttl_seconds
+    try:
+        with transaction.atomic():
+            wallet = _lock(account.pk)
+            hold = Hold.objects.filter(idempotency_key=idempotency_key).first()
+            if hold is None:
+                if wallet.frozen:
+                    raise WalletFrozen(wallet.frozen_reason)
+                refused = wallet.available < amount
+                hold = Hold.objects.create(
+                    account=wallet,
+                    amount=amount,
+                    idempotency_key=idempotency_key,
+                    reference=reference,
+                    expires_at=timezone.now() + dt.timedelta(seconds=ttl),
+                    status=Hold.Status.REJECTED if refused else Hold.Status.PENDING,
+                    reason=f"only {wallet.available} credits available" if refused else "",
+                    resolved_at=timezone.now() if refused else None,
+                )
+                if not refused:
+                    Account.objects.filter(pk=wallet.pk).update(held=F("held") + amount)
+    except IntegrityError:
+        hold = Hold.objects.filter(idempotency_key=idempotency_key).first()
+        if hold is None:
+            raise
+    _check_same(hold, account_id=account.pk, amount=amount)
+    if hold.status == Hold.Status.REJECTED:
+        raise InsufficientCredits(needed=amount, available=_available_now(account.pk))
+    return hold
+
+
+def _available_now(account_id: int) -> int:
+    account = Account.objects.get(pk=account_id)
+    return account.available
+
+
+def wallet_post(*, hold: Hold, amount: int, memo: str = "", reference: str | None = None) -> Hold:
+    """Settle a hold at `amount` (not above the hold); the rest is released."""
+    if amount < 0:
+        raise ValueError("A posted amount cannot be negative.")
+    with transaction.atomic():
+        _lock(hold.account_id)
+        current = Hold.objects.get(pk=hold.pk)
+        if current.status == Hold.Status.POSTED:
+            if current.posted_amount != amount:
+                raise IdempotencyConflict(
+                    f"Hold {current.pk} was already posted at {current.posted_amount}, not {amount}."
+                )
+            return current
+        if current.status != Hold.Status.PENDING:
+            raise HoldNotPending(f"Hold {current.pk} is {current.status} and cannot be posted.")
+        if amount > current.amount:
+            raise HoldExceeded(f"Cannot post {amount} credits against a hold of {current.amount}.")
+        if current.expires_at <= timezone.now():
+            # Commit the expiry, then refuse: an expired hold can't be posted.
+            _release(current, Hold.Status.EXPIRED, "expired before it was posted")
+            expired = True
+        else:
+            expired = False
+            _post_pending(current, amount=amount, memo=memo, reference=reference)
+    if expired:
+        raise HoldNotPending(f"Hold {current.pk} expired before it was posted.")
+    return current
+
+
+def _post_pending(current: Hold, *, amount: int, memo: str, reference: str | None) -> None:
+    wallet = Account.objects.get(pk=current.account_id)
+    Account.objects.filter(pk=wallet.pk).update(held=F("held") - current.amount)
+    if amount:
+        _write_entry(
+            user_account=wallet,
+            direction="out",
+            amount=amount,
+            kind=Entry.Kind.USAGE,
+            idempotency_key=f"hold:{current.pk}:post",
+            reference=current.reference if reference is None else reference,
+            memo=memo,
+            hold=current,
+        )
+    current.status = Hold.Status.POSTED
+    current.posted_amount = amount
+    current.resolved_at = timezone.now()
+    current.save(update_fields=["status", "posted_amount", "resolved_at"])
+
+
+def _release(hold: Hold, status: str, reason: str) -> None:
+    Account.objects.filter(pk=hold.account_id).update(held=F("held") - hold.amount)
+    hold.status = status
+    hold.reason = reason[:300]
+    hold.resolved_at = timezone.now()
+    hold.save(update_fields=["status", "reason", "resolved_at"])
+
+
+def wallet_void(*, hold: Hold, reason: str = "") -> Hold:
+    """Release a hold without charging. Voiding a voided or expired hold is a no-op."""
+    with transaction.atomic():
+        _lock(hold.account_id)
+        current = Hold.objects.get(pk=hold.pk)
+        if current.status in (Hold.Status.VOIDED, Hold.Status.EXPIRED, Hold.Status.REJECTED):
+            return current
+        if current.status == Hold.Status.POSTED:
+            raise HoldNotPending(f"Hold {current.pk} is already posted and cannot be voided.")
+        _release(current, Hold.Status.VOIDED, reason)
+        return current
+
+
+def holds_expire(*, now: dt.datetime | None = None) -> int:
+    """Void every pending hold past its time limit; returns how many expired."""
+    now = now or timezone.now()
+    expired = 0
+    for hold_id, account_id in Hold.objects.filter(status=Hold.Status.PENDING, expires_at__lte=now).values_list(
+        "pk", "account_id"
+    ):
+        with transaction.atomic():
+            _lock(account_id)
+            hold = Hold.objects.get(pk=hold_id)
+            if hold.status == Hold.Status.PENDING and hold.expires_at <= now:
+                _release(hold, Hold.Status.EXPIRED, "not settled within its time limit")
+                expired += 1
+    return expired
+
+
+def wallet_freeze(*, account: Account, reason: str) -> None:
+    Account.objects.filter(pk=account.pk).update(frozen_reason=reason[:200])
+
+
+def wallet_unfreeze(*, account: Account) -> None:
+    Account.objects.filter(pk=account.pk).update(frozen_reason="")
+
+
+def wallet_grant(*, account: Account, amount: int, reason: str, actor: str, idempotency_key: str) -> Entry | None:
+    """An operator's grant (amount > 0) or correction (amount < 0), with a required reason."""
+    if not reason.strip():
+        raise ValueError("A grant or adjustment needs a reason.")
+    if amount == 0:
+        raise ValueError("The amount cannot be zero.")
+    memo = f"{reason.strip()} (by {actor})"
+    if amount > 0:
+        return wallet_credit(
+            account=account,
+            amount=amount,
+            kind=Entry.Kind.GRANT,
+            idempotency_key=idempotency_key,
+            reference=f"admin:{actor}",
+            memo=memo,
+        )
+    entry, _ = wallet_debit(
+        account=account,
+        amount=-amount,
+        kind=Entry.Kind.ADJUSTMENT,
+        idempotency_key=idempotency_key,
+        reference=f"admin:{actor}",
+        memo=memo,
+    )
+    return entry

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from wallet.services import holds_expire as _holds_expire
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="wallet.tasks.holds_expire", ignore_result=True)
+def holds_expire() -> int:
+    count = _holds_expire()
+    if count:
+        log.info("expired holds", extra={"count": count})
+    return count
