@@ -5,6 +5,7 @@ With PANELS_ENV=production, unsafe values stop start-up with a message naming th
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -105,8 +106,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Money tests need a file the worker process can share; the default is in memory.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f"test-{envstr('PYTEST_XDIST_WORKER', 'db')}.sqlite3")}
+    # Money tests need a file the worker process can share (the default is in memory);
+    # one per test run, so parallel runs on one machine don't collide.
+    DATABASES["default"]["TEST"] = {
+        "NAME": envstr("TEST_SQLITE_PATH", f"/tmp/panels-test-{os.getpid()}.sqlite3"),
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
