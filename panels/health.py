@@ -34,7 +34,13 @@ def check_worker() -> str | None:
 
 
 def health_report() -> tuple[bool, dict]:
-    checks = {"database": check_database(), "redis": check_redis(), "worker": check_worker()}
+    redis_problem = check_redis()
+    checks = {
+        "database": check_database(),
+        "redis": redis_problem,
+        # Asking a Redis that just failed again would only double the wait (connect timeout).
+        "worker": check_worker() if redis_problem is None else "worker status unknown: redis unreachable",
+    }
     ok = all(problem is None for problem in checks.values())
     body = {
         "status": "ok" if ok else "fail",

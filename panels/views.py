@@ -25,9 +25,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=200 if ok else 503)
 
 
-@login_required
-def account(request: HttpRequest) -> HttpResponse:
-    new_key = request.session.pop("new_api_key", None)
+def _account_page(request: HttpRequest, *, new_key: str | None = None) -> HttpResponse:
     return render(
         request,
         "account/profile.html",
@@ -36,14 +34,19 @@ def account(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+def account(request: HttpRequest) -> HttpResponse:
+    return _account_page(request)
+
+
+@login_required
 @require_POST
+@never_cache
 def apikey_create(request: HttpRequest) -> HttpResponse:
     name = request.POST.get("name", "").strip()[:100]
     _, secret = ApiKey.issue(user=request.user, name=name)
-    # Shown once on the next page, then gone: only the hash is kept.
-    request.session["new_api_key"] = secret
-    messages.success(request, "API key created. Copy it now: it will not be shown again.")
-    return redirect("account_profile")
+    # The key goes straight into this one response and nowhere else: parking it in
+    # the session for a redirect would write it to the session table.
+    return _account_page(request, new_key=secret)
 
 
 @login_required
@@ -59,8 +62,9 @@ def apikey_revoke(request: HttpRequest, prefix: str) -> HttpResponse:
 def account_delete(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         if request.POST.get("confirm", "").strip().lower() != request.user.email.lower():
-            messages.error(request, "Type your email address exactly to confirm.")
-            return render(request, "account/delete.html", status=400)
+            return render(
+                request, "account/delete.html", {"error": "Type your email address exactly to confirm."}, status=400
+            )
         user = request.user
         logout(request)
         user_delete(user=user)
