@@ -34,7 +34,9 @@ def _production_problems() -> list[str]:
         problems.append("DEBUG must be off")
     if not ALLOWED_HOSTS:
         problems.append("ALLOWED_HOSTS must list the site's host names")
-    if not envstr("DATABASE_URL"):
+    elif "*" in ALLOWED_HOSTS:
+        problems.append("ALLOWED_HOSTS must list the site's host names, not '*'")
+    if envstr("DATABASE_URL").partition("://")[0] not in {"postgres", "postgresql", "pgsql"}:
         problems.append("DATABASE_URL must point at PostgreSQL")
     return problems
 
@@ -197,6 +199,9 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
 SECURE_HSTS_PRELOAD = PRODUCTION
 if envbool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Login and signup throttling is per client IP; behind a proxy REMOTE_ADDR is the
+# proxy's, so every visitor would share one budget unless X-Forwarded-For is read.
+ALLAUTH_TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 1 if envbool("BEHIND_TLS_PROXY", False) else 0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
