@@ -33,6 +33,7 @@ def workers_alive() -> list[str]:
 def _loop(hostname: str, stop: threading.Event) -> None:
     from django.db import close_old_connections
 
+    from chat.services import messages_fail_stale
     from panels.redis_client import get_redis
     from wallet.services import holds_expire
 
@@ -48,6 +49,7 @@ def _loop(hostname: str, stop: threading.Event) -> None:
                 expired = holds_expire()
                 if expired:
                     log.info("expired holds", extra={"count": expired})
+                messages_fail_stale()  # replies a dead worker left streaming past their hold
             except Exception:
                 log.exception("hold sweep failed")
             finally:

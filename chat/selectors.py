@@ -1,0 +1,41 @@
+"""Reads for chat. Every lookup of a user's object goes through a `..._for_user` helper,
+so another user's id is a 404, never a 403 that confirms it exists."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+from django.http import Http404
+
+from chat.models import Conversation, Message, ModelSpec
+
+
+def models_catalog() -> QuerySet[ModelSpec]:
+    """Every model the operator has enabled, available or not (the dropdown greys those out)."""
+    return ModelSpec.objects.filter(enabled=True).order_by("sort_order", "name")
+
+
+def conversations_for_user(*, user: AbstractBaseUser) -> QuerySet[Conversation]:
+    return Conversation.objects.filter(user=user).order_by("-updated_at", "-id")
+
+
+def get_conversation_for_user(*, user: AbstractBaseUser, conversation_id: int) -> Conversation:
+    try:
+        return Conversation.objects.get(pk=conversation_id, user=user)
+    except (Conversation.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such conversation.")
+
+
+def get_message_for_user(*, user: AbstractBaseUser, message_id: int) -> Message:
+    try:
+        return Message.objects.select_related("conversation", "model").get(pk=message_id, conversation__user=user)
+    except (Message.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such message.")
+
+
+def conversation_messages(*, conversation: Conversation) -> QuerySet[Message]:
+    return conversation.messages.select_related("model").order_by("id")
+
+
+def messages_running(*, conversation: Conversation) -> bool:
+    return conversation.messages.filter(status__in=[Message.Status.QUEUED, Message.Status.STREAMING]).exists()

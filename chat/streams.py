@@ -1,0 +1,297 @@
+"""A reply's live stream: one Redis stream per message, read as server-sent events.
+
+The worker appends `delta` events while the model streams, then one terminal event
+(`done` or `error`). Each event's Redis id is also its SSE `id:`, so a reader that
+reconnects with Last-Event-ID resumes after the last event it saw, with no text lost
+or repeated. A delta's id is `<characters of the reply so far>-0` and a terminal
+event's `<characters>-1`, which keeps ids increasing and lets a reader resume from
+the stored reply once the stream has expired from Redis.
+
+Any web process can serve any reader: nothing lives in process memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from chat.models import Message
+from panels.redis_client import get_redis
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "panels:reply:"
+# A comment line every this many seconds keeps proxies from closing an idle stream;
+# it is also how often a waiting reader looks at the database.
+KEEPALIVE_SECONDS = 15.0
+# How long a browser waits before reconnecting after the connection drops.
+RECONNECT_MS = 2000
+CANCEL_TTL_SECONDS = 3600
+TERMINAL = frozenset({"done", "error"})
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EVENT_ID = re.compile(r"^\d{1,19}-\d{1,19}$")
+
+
+def stream_key(message: Message) -> str:
+    # The creation time (in whole microseconds) makes a stream left over from a
+    # database that was reset, and so reused this id, impossible to pick up.
+    micros = (message.created_at - _EPOCH) // dt.timedelta(microseconds=1)
+    return f"{KEY_PREFIX}{message.pk}:{micros}"
+
+
+def cancel_key(message: Message) -> str:
+    return f"{stream_key(message)}:cancel"
+
+
+def valid_event_id(value: str) -> bool:
+    return bool(_EVENT_ID.match(value))
+
+
+def _offset(event_id: str) -> int:
+    """Characters of the reply delivered up to this event (ids the worker wrote)."""
+    try:
+        return int(event_id.split("-", 1)[0])
+    except ValueError:
+        return 0
+
+
+# --- writing (the worker) ---------------------------------------------------
+
+
+class ReplyWriter:
+    """Appends one reply's events; tracks the character offset that names each delta."""
+
+    def __init__(self, message: Message) -> None:
+        self.key = stream_key(message)
+        self.offset = 0
+        self.ttl = settings.REPLY_STREAM_TTL_SECONDS
+        self.broken = False
+
+    def _xadd(self, event_id: str, kind: str, data: dict) -> None:
+        try:
+            pipe = get_redis().pipeline(transaction=False)
+            pipe.xadd(self.key, {"event": kind, "data": json.dumps(data, separators=(",", ":"))}, id=event_id)
+            pipe.expire(self.key, self.ttl)
+            pipe.execute()
+            self.broken = False
+        except Exception:
+            # The reply is still stored in the database when it ends; readers fall back to it.
+            if not self.broken:
+                log.warning("reply stream write failed", extra={"key": self.key}, exc_info=True)
+            self.broken = True
+
+    def delta(self, text: str) -> None:
+        if not text:
+            return
+        self.offset += len(text)
+        self._xadd(f"{self.offset}-0", "delta", {"text": text})
+
+    def terminal(self, kind: str, data: dict) -> None:
+        self._xadd(f"{self.offset}-1", kind, data)
+
+
+def append_terminal(message: Message, kind: str, data: dict) -> None:
+    """A terminal event from outside the worker (a cancel before the worker ran, the sweep)."""
+    key = stream_key(message)
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        # "*" is a millisecond timestamp: above any offset-based id the worker wrote.
+        pipe.xadd(key, {"event": kind, "data": json.dumps(data, separators=(",", ":"))}, id="*")
+        pipe.expire(key, settings.REPLY_STREAM_TTL_SECONDS)
+        pipe.execute()
+    except Exception:
+        log.warning("reply stream write failed", extra={"key": key}, exc_info=True)
+
+
+def request_cancel(message: Message) -> None:
+    get_redis().set(cancel_key(message), b"1", ex=CANCEL_TTL_SECONDS)
+
+
+def cancel_requested(message: Message) -> bool:
+    try:
+        return bool(get_redis().exists(cancel_key(message)))
+    except Exception:
+        log.warning("cancel check failed: Redis unreachable")
+        return False
+
+
+def partial_text(message: Message) -> str:
+    """The text streamed so far (for a reply still streaming); empty if Redis has none."""
+    try:
+        entries = get_redis().xrange(stream_key(message))
+    except Exception:
+        return ""
+    parts = []
+    for _id, fields in entries:
+        if fields.get(b"event") == b"delta":
+            parts.append(json.loads(fields[b"data"])["text"])
+    return "".join(parts)
+
+
+# --- reading (server-sent events) -------------------------------------------
+
+
+def sse_frame(event_id: str, kind: str, data: str) -> bytes:
+    return f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n".encode()
+
+
+def _frame_entry(entry_id: bytes, fields: dict) -> tuple[str, str, bytes]:
+    event_id = entry_id.decode()
+    kind = fields[b"event"].decode()
+    return event_id, kind, sse_frame(event_id, kind, fields[b"data"].decode())
+
+
+def terminal_payload(message: Message) -> tuple[str, dict]:
+    """The terminal event of a finished reply, rebuilt from the database."""
+    if message.status == Message.Status.FAILED:
+        return "error", {"code": message.error_code or "failed", "message": message.error_message}
+    from wallet.selectors import wallet_summary
+
+    summary = wallet_summary(user=message.conversation.user)
+    return "done", done_payload(message, balance=summary.balance, available=summary.available)
+
+
+def done_payload(message: Message, *, balance: int, available: int) -> dict:
+    return {
+        "status": message.status,
+        "usage": {
+            "input_tokens": message.input_tokens or 0,
+            "output_tokens": message.output_tokens or 0,
+            "estimated": message.usage_estimated,
+        },
+        "cost": message.cost or 0,
+        "balance": balance,
+        "available": available,
+        "model": message.model.slug if message.model_id else None,
+        "warning": message.error_message,
+    }
+
+
+def _frames_from_database(message: Message, after: str) -> list[bytes]:
+    """The rest of a finished reply when its Redis stream is gone (expired or lost)."""
+    frames = []
+    offset = _offset(after)
+    rest = message.content[offset:]
+    total = len(message.content)
+    if rest:
+        frames.append(sse_frame(f"{total}-0", "delta", json.dumps({"text": rest})))
+    kind, payload = terminal_payload(message)
+    frames.append(sse_frame(f"{total}-1", kind, json.dumps(payload)))
+    return frames
+
+
+def _reload(message_id: int) -> Message:
+    return Message.objects.select_related("model", "conversation__user").get(pk=message_id)
+
+
+def _last_terminal(entries: list) -> tuple[str, str, bytes] | None:
+    if not entries:
+        return None
+    event_id, kind, frame = _frame_entry(*entries[0])
+    return (event_id, kind, frame) if kind in TERMINAL else None
+
+
+def _id_le(a: str, b: str) -> bool:
+    ams, _, aseq = a.partition("-")
+    bms, _, bseq = b.partition("-")
+    return (int(ams), int(aseq or 0)) <= (int(bms), int(bseq or 0))
+
+
+def sse_events(message: Message, *, after: str = "0-0") -> Iterator[bytes]:
+    """The reply as server-sent events, from just after `after`; ends after done/error."""
+    redis = get_redis()
+    key = stream_key(message)
+    block_ms = int(KEEPALIVE_SECONDS * 1000)
+    yield f"retry: {RECONNECT_MS}\n\n".encode()
+    if not redis.exists(key):
+        message = _reload(message.pk)
+        if message.finished:
+            yield from _frames_from_database(message, after)
+            return
+    else:
+        last = _last_terminal(redis.xrevrange(key, count=1))
+        if last is not None and _id_le(last[0], after):
+            # The reader already had everything: repeat the end so it stops reconnecting.
+            yield last[2]
+            return
+    cursor = after
+    while True:
+        response = redis.xread({key: cursor}, block=block_ms, count=500)
+        if not response:
+            yield b": keep-alive\n\n"
+            message = _reload(message.pk)
+            if message.finished:
+                # Finished a whole keep-alive period ago with no terminal event: the
+                # stream lost it (Redis restarted or was unreachable); the database has it.
+                yield from _frames_from_database(message, cursor)
+                return
+            continue
+        for entry_id, fields in response[0][1]:
+            event_id, kind, frame = _frame_entry(entry_id, fields)
+            cursor = event_id
+            yield frame
+            if kind in TERMINAL:
+                return
+
+
+_async_clients: dict[Any, Any] = {}
+
+
+def _async_redis() -> Any:
+    """One asyncio Redis client per event loop (an ASGI server runs one loop per process)."""
+    import redis.asyncio
+
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = redis.asyncio.Redis.from_url(
+            settings.REDIS_URL, socket_connect_timeout=1.0, health_check_interval=15, max_connections=2000
+        )
+        _async_clients[loop] = client
+    return client
+
+
+async def sse_events_async(message: Message, *, after: str = "0-0") -> AsyncIterator[bytes]:
+    """`sse_events` for an ASGI server: a waiting reader holds no thread."""
+    redis = _async_redis()
+    key = stream_key(message)
+    block_ms = int(KEEPALIVE_SECONDS * 1000)
+    reload = sync_to_async(_reload)
+    from_database = sync_to_async(_frames_from_database)
+    yield f"retry: {RECONNECT_MS}\n\n".encode()
+    if not await redis.exists(key):
+        message = await reload(message.pk)
+        if message.finished:
+            for frame in await from_database(message, after):
+                yield frame
+            return
+    else:
+        last = _last_terminal(await redis.xrevrange(key, count=1))
+        if last is not None and _id_le(last[0], after):
+            yield last[2]
+            return
+    cursor = after
+    while True:
+        response = await redis.xread({key: cursor}, block=block_ms, count=500)
+        if not response:
+            yield b": keep-alive\n\n"
+            message = await reload(message.pk)
+            if message.finished:
+                for frame in await from_database(message, cursor):
+                    yield frame
+                return
+            continue
+        for entry_id, fields in response[0][1]:
+            event_id, kind, frame = _frame_entry(entry_id, fields)
+            cursor = event_id
+            yield frame
+            if kind in TERMINAL:
+                return

@@ -1,0 +1,172 @@
+"""Real servers for chat tests: the demo model server in a thread, a Celery worker in a
+subprocess, and helpers to read a reply's server-sent events.
+
+Import the fixtures into a test module (`from tests.e2e_servers import demo_server, ...`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from tests.conftest import REDIS_URL, test_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def demo_server() -> Iterator:
+    from chat.demo_server import serve_in_thread
+
+    handle = serve_in_thread()
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def chat_catalog(db, demo_server):
+    """The default catalog with the demo model pointed at the test's demo server.
+
+    Loaded per test: a transactional test's teardown empties every table.
+    """
+    from chat.models import ModelSpec
+
+    call_command("load_catalog", verbosity=0)
+    ModelSpec.objects.filter(slug="demo").update(base_url=f"http://127.0.0.1:{demo_server.port}/v1")
+    return ModelSpec.objects.get(slug="demo")
+
+
+@dataclass
+class Worker:
+    queue: str
+    hostname: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _wait_for_worker(worker: Worker, timeout: float = 45.0) -> None:
+    from panels.heartbeat import worker_key
+    from panels.redis_client import get_redis
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.process.poll() is not None:
+            raise RuntimeError(f"the Celery worker exited at start:\n{worker.log_tail()}")
+        if get_redis().exists(worker_key(worker.hostname)):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the Celery worker did not report in within {timeout:.0f} s:\n{worker.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Worker]:
+    """A real worker (threads pool) on a queue of its own, sharing the test database and Redis."""
+    from panels.celery import app as celery_app
+
+    with django_db_blocker.unblock():
+        database_url = test_database_url()
+    queue = f"test-chat-{uuid.uuid4().hex[:10]}"
+    hostname = f"{queue}@localhost"
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "CELERY_BROKER_URL": REDIS_URL,
+        "DJANGO_SETTINGS_MODULE": "panels.settings",
+        "MODEL_FIRST_TOKEN_RETRIES": "1",
+        "MODEL_TIMEOUT_SECONDS": "10",
+        "LOG_LEVEL": "WARNING",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "panels",
+        "worker",
+        "-P",
+        "threads",
+        "-c",
+        "20",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-Q",
+        queue,
+        "-n",
+        hostname,
+        "--loglevel",
+        "WARNING",
+    ]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
+    worker = Worker(queue=queue, hostname=hostname, process=process, log_path=log_path)
+    previous_queue = celery_app.conf.task_default_queue
+    try:
+        _wait_for_worker(worker)
+        celery_app.conf.task_default_queue = queue
+        yield worker
+    finally:
+        celery_app.conf.task_default_queue = previous_queue
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+# --- server-sent events -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    kind: str
+    data: dict
+
+
+def parse_events(chunks: Iterable[bytes]) -> Iterator[Event]:
+    """Events from a text/event-stream body, as they arrive (comments and `retry:` skipped)."""
+    buffer = b""
+    for chunk in chunks:
+        buffer += chunk
+        while b"\n\n" in buffer:
+            block, buffer = buffer.split(b"\n\n", 1)
+            fields: dict[str, str] = {}
+            for line in block.decode().splitlines():
+                if not line or line.startswith(":"):
+                    continue
+                name, _, value = line.partition(":")
+                fields[name] = value.removeprefix(" ")
+            if "event" in fields:
+                yield Event(id=fields.get("id", ""), kind=fields["event"], data=json.loads(fields.get("data", "{}")))
+
+
+def read_until_end(events: Iterable[Event]) -> list[Event]:
+    seen = []
+    for event in events:
+        seen.append(event)
+        if event.kind in ("done", "error"):
+            break
+    return seen
+
+
+def text_of(events: Iterable[Event]) -> str:
+    return "".join(e.data["text"] for e in events if e.kind == "delta")

@@ -1,0 +1,285 @@
+"""The worker's body (chat.services.message_run), run in-process against the demo model
+server over HTTP and the real Redis: billing, retries, failures, cancel, the sweep."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import uuid
+
+import pytest
+from django.utils import timezone
+
+from chat import services, streams
+from chat.demo_server import estimate_prompt_tokens
+from chat.models import Conversation, Message
+from chat.tokens import estimate_output_tokens
+from tests.e2e_servers import chat_catalog, demo_server, parse_events, read_until_end, text_of  # noqa: F401
+from tests.wallet_helpers import funded_wallet
+from wallet.models import Account, Entry, Hold
+from wallet.selectors import ledger_audit
+from wallet.services import cost_in_credits
+
+pytestmark = [pytest.mark.money, pytest.mark.django_db(transaction=True)]
+
+START = 1_000_000
+
+
+@pytest.fixture
+def queued(monkeypatch) -> list[int]:
+    """Replies handed to the queue; the tests run them in-process instead."""
+    ids: list[int] = []
+    monkeypatch.setattr("chat.tasks.message_enqueue", lambda *, message_id: ids.append(message_id))
+    return ids
+
+
+@pytest.fixture
+def conversation(alice, chat_catalog, queued) -> Conversation:  # noqa: F811
+    funded_wallet(alice, START)
+    return Conversation.objects.create(user=alice)
+
+
+def send(conversation: Conversation, content: str, model: str = "demo") -> Message:
+    return services.message_send(user=conversation.user, conversation=conversation, content=content, model=model)
+
+
+def events_of(message: Message) -> list:
+    return read_until_end(parse_events(streams.sse_events(message)))
+
+
+def balance(user) -> int:
+    return Account.objects.get(user=user).balance
+
+
+def test_reply_is_billed_at_the_usage_the_provider_reported(conversation, queued):
+    content = "[demo:tokens=5] Hello there"
+    reply = send(conversation, content)
+    assert queued == [reply.pk]
+    services.message_run(message_id=reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.DONE
+    assert reply.output_tokens == 5
+    assert reply.input_tokens == estimate_prompt_tokens([{"role": "user", "content": content}])
+    assert reply.usage_estimated is False
+    expected = cost_in_credits(
+        input_tokens=reply.input_tokens, output_tokens=5, input_price=reply.model.input_price,
+        output_price=reply.model.output_price,
+    )  # fmt: skip
+    assert reply.cost == expected
+    entry = Entry.objects.get(reference=f"message:{reply.pk}")
+    assert entry.amount == expected and entry.kind == Entry.Kind.USAGE
+    assert Hold.objects.get(pk=reply.hold_id).status == Hold.Status.POSTED
+    assert balance(conversation.user) == START - expected
+    assert Account.objects.get(user=conversation.user).held == 0
+
+    events = events_of(reply)
+    assert text_of(events) == reply.content
+    assert reply.content.startswith("Demo reply to: Hello there")
+    done = events[-1]
+    assert done.kind == "done"
+    assert done.data["cost"] == expected and done.data["balance"] == START - expected
+    assert done.data["usage"] == {"input_tokens": reply.input_tokens, "output_tokens": 5, "estimated": False}
+    assert ledger_audit() == []
+
+
+def test_a_second_delivery_of_the_task_does_nothing(conversation):
+    reply = send(conversation, "[demo:tokens=3] once")
+    services.message_run(message_id=reply.pk)
+    services.message_run(message_id=reply.pk)
+    assert Entry.objects.filter(reference=f"message:{reply.pk}").count() == 1
+    assert len([e for e in events_of(reply) if e.kind == "done"]) == 1
+
+
+def test_a_reply_without_usage_is_billed_on_a_marked_estimate(conversation):
+    reply = send(conversation, "[demo:tokens=6][demo:fail=nousage] hi")
+    services.message_run(message_id=reply.pk)
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.DONE
+    assert reply.usage_estimated is True
+    assert reply.input_tokens == reply.input_estimate
+    assert reply.output_tokens == estimate_output_tokens(reply.content)
+    assert reply.cost == cost_in_credits(
+        input_tokens=reply.input_estimate, output_tokens=reply.output_tokens, input_price=reply.model.input_price,
+        output_price=reply.model.output_price,
+    )  # fmt: skip
+    assert reply.error_code == "usage_estimated"
+    assert balance(conversation.user) == START - reply.cost
+    assert events_of(reply)[-1].data["usage"]["estimated"] is True
+
+
+def test_a_stream_cut_after_text_is_billed_once_on_an_estimate(conversation):
+    reply = send(conversation, "[demo:tokens=10][demo:fail=cut][demo:cut_after=3] hi")
+    services.message_run(message_id=reply.pk)
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.DONE
+    assert reply.content == "Demo reply to: "
+    assert reply.usage_estimated is True and reply.error_code == "incomplete"
+    assert "cut off" in reply.error_message
+    assert Entry.objects.filter(reference=f"message:{reply.pk}").get().amount == reply.cost > 0
+    assert text_of(events_of(reply)) == reply.content
+
+
+def test_a_provider_error_before_text_charges_nothing(conversation, settings):
+    settings.MODEL_FIRST_TOKEN_RETRIES = 0
+    reply = send(conversation, "[demo:fail=500] hi")
+    services.message_run(message_id=reply.pk)
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.FAILED
+    assert reply.error_code == "provider_error"
+    assert "HTTP 500" in reply.error_message and "Nothing was charged" in reply.error_message
+    assert reply.cost == 0
+    assert Hold.objects.get(pk=reply.hold_id).status == Hold.Status.VOIDED
+    assert balance(conversation.user) == START and Account.objects.get(user=conversation.user).held == 0
+    assert not Entry.objects.filter(reference=f"message:{reply.pk}").exists()
+    error = events_of(reply)[-1]
+    assert error.kind == "error" and error.data == {"code": "provider_error", "message": reply.error_message}
+
+
+def test_a_rejected_request_is_not_retried(conversation, settings):
+    settings.MODEL_FIRST_TOKEN_RETRIES = 3
+    reply = send(conversation, "[demo:nonsense] hi")  # the demo server answers 400
+    started = time.monotonic()
+    services.message_run(message_id=reply.pk)
+    assert time.monotonic() - started < 1
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.FAILED and reply.error_code == "provider_rejected"
+    assert "HTTP 400" in reply.error_message
+
+
+def test_429_is_retried_after_retry_after_then_fails_with_nothing_charged(conversation, settings):
+    settings.MODEL_FIRST_TOKEN_RETRIES = 1
+    reply = send(conversation, "[demo:fail=429] hi")
+    started = time.monotonic()
+    services.message_run(message_id=reply.pk)
+    assert time.monotonic() - started >= 1.0  # the demo server says Retry-After: 1
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.FAILED and reply.error_code == "rate_limited"
+    assert "limiting requests" in reply.error_message
+    assert balance(conversation.user) == START
+
+
+def test_429_once_succeeds_on_the_retry(conversation, settings):
+    settings.MODEL_FIRST_TOKEN_RETRIES = 1
+    reply = send(conversation, f"[demo:tokens=4][demo:fail=429once:{uuid.uuid4().hex}] hi")
+    started = time.monotonic()
+    services.message_run(message_id=reply.pk)
+    assert time.monotonic() - started >= 1.0
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.DONE and reply.output_tokens == 4
+    assert Entry.objects.filter(reference=f"message:{reply.pk}").count() == 1
+
+
+def test_a_model_that_never_answers_times_out(conversation, settings):
+    settings.MODEL_FIRST_TOKEN_RETRIES = 0
+    settings.MODEL_TIMEOUT_SECONDS = 1
+    reply = send(conversation, "[demo:fail=timeout] hi")
+    services.message_run(message_id=reply.pk)
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.FAILED and reply.error_code == "timeout"
+    assert "within 1 seconds" in reply.error_message
+    assert balance(conversation.user) == START
+
+
+def test_cancel_before_the_worker_starts_charges_nothing(conversation):
+    reply = send(conversation, "[demo:tokens=5] hi")
+    services.message_cancel(message=reply)
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.CANCELLED and reply.cost == 0
+    assert Hold.objects.get(pk=reply.hold_id).status == Hold.Status.VOIDED
+    services.message_run(message_id=reply.pk)  # the task still arrives: a no-op
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.CANCELLED
+    done = events_of(reply)[-1]
+    assert done.kind == "done" and done.data["status"] == "cancelled" and done.data["cost"] == 0
+    assert balance(conversation.user) == START
+
+
+def test_cancel_mid_stream_pays_for_what_was_generated(conversation):
+    reply = send(conversation, "[demo:tokens=400][demo:tps=40] a long one")
+    runner = threading.Thread(target=services.message_run, kwargs={"message_id": reply.pk})
+    runner.start()
+    seen = ""
+    for event in parse_events(streams.sse_events(reply)):
+        seen += event.data.get("text", "")
+        if len(seen.split()) >= 5:
+            break
+    services.message_cancel(message=reply)
+    runner.join(timeout=20)
+    assert not runner.is_alive()
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.CANCELLED
+    assert reply.content.startswith(seen) and 5 <= len(reply.content.split()) < 100
+    assert reply.usage_estimated is True
+    expected = cost_in_credits(
+        input_tokens=reply.input_estimate, output_tokens=estimate_output_tokens(reply.content),
+        input_price=reply.model.input_price, output_price=reply.model.output_price,
+    )  # fmt: skip
+    assert reply.cost == expected > 0
+    assert balance(conversation.user) == START - expected
+    events = events_of(reply)
+    assert text_of(events) == reply.content
+    assert events[-1].data["status"] == "cancelled" and events[-1].data["cost"] == expected
+    assert ledger_audit() == []
+
+
+def test_a_cost_above_the_hold_is_capped_at_the_hold(conversation, caplog):
+    reply = send(conversation, "[demo:tokens=5] hi")
+    # The operator raises the price while the reply waits: the hold no longer covers it.
+    reply.model.__class__.objects.filter(pk=reply.model_id).update(input_price=100_000, output_price=100_000)
+    with caplog.at_level(logging.WARNING, logger="chat.services"):
+        services.message_run(message_id=reply.pk)
+    reply.refresh_from_db()
+    hold = Hold.objects.get(pk=reply.hold_id)
+    assert reply.status == Message.Status.DONE
+    assert reply.cost == hold.amount == hold.posted_amount
+    assert "more than its hold" in caplog.text
+    assert ledger_audit() == []
+
+
+def test_a_reply_whose_hold_ran_out_in_the_queue_fails_without_a_model_call(conversation):
+    reply = send(conversation, "[demo:tokens=5] hi")
+    Hold.objects.filter(pk=reply.hold_id).update(expires_at=timezone.now() + dt.timedelta(seconds=5))
+    services.message_run(message_id=reply.pk)
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.FAILED and reply.error_code == "expired"
+    assert reply.content == "" and balance(conversation.user) == START
+
+
+def test_the_sweep_fails_a_reply_a_dead_worker_left_streaming(conversation):
+    reply = send(conversation, "[demo:tokens=5] hi")
+    # A worker claimed it, streamed a little, and died.
+    Message.objects.filter(pk=reply.pk).update(status=Message.Status.STREAMING)
+    streams.ReplyWriter(reply).delta("Demo ")
+    assert services.messages_fail_stale() == 0  # its hold still has time
+
+    hold = Hold.objects.get(pk=reply.hold_id)
+    assert services.messages_fail_stale(now=hold.expires_at + dt.timedelta(seconds=1)) == 1
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.FAILED and reply.error_code == "expired"
+    assert Hold.objects.get(pk=reply.hold_id).status == Hold.Status.VOIDED
+    assert balance(conversation.user) == START and Account.objects.get(user=conversation.user).held == 0
+    events = events_of(reply)
+    assert [e.kind for e in events] == ["delta", "error"]
+
+    services.message_run(message_id=reply.pk)  # the task delivered again after the crash
+    assert not Entry.objects.filter(reference=f"message:{reply.pk}").exists()
+    assert services.messages_fail_stale(now=hold.expires_at + dt.timedelta(seconds=2)) == 0
+    assert ledger_audit() == []
+
+
+def test_a_reply_settled_after_the_sweep_failed_it_charges_nothing(conversation):
+    reply = send(conversation, "[demo:tokens=5] hi")
+    hold = Hold.objects.get(pk=reply.hold_id)
+    Message.objects.filter(pk=reply.pk).update(status=Message.Status.STREAMING)
+    services.messages_fail_stale(now=hold.expires_at + dt.timedelta(seconds=1))
+    # The worker was only slow, not dead: its settlement finds the reply already ended.
+    message = Message.objects.select_related("model", "hold", "conversation__user").get(pk=reply.pk)
+    services._settle(message, services._Outcome(parts=["late"]), streams.ReplyWriter(message))
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.FAILED
+    assert balance(conversation.user) == START
+    assert ledger_audit() == []
