@@ -7,6 +7,7 @@ import re
 import pytest
 from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.test import Client
 
 from panels.models import ApiKey
@@ -100,6 +101,8 @@ def test_header_log_out_link_leads_to_a_confirmation_form(alice_client):
 
 
 def test_landing_page_explains_panels_and_lists_prices(client, db):
+    call_command("load_catalog", verbosity=0)  # a transactional test may have flushed it
+
     page = client.get("/").content.decode()
 
     assert "Pay only for the tokens you use" in page
