@@ -186,6 +186,7 @@ class Topup(models.Model):
         PENDING = "pending", "Payment processing"
         PAID = "paid", "Paid"
         FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired (not paid)"
         REFUNDED = "refunded", "Refunded"
         PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
         DISPUTED = "disputed", "Disputed"
@@ -194,6 +195,11 @@ class Topup(models.Model):
     class Provider(models.TextChoices):
         STRIPE = "stripe", "Stripe"
         DEMO = "demo", "Demo (no card charged)"
+
+    class DisputeStatus(models.TextChoices):
+        OPEN = "open", "Open"
+        WON = "won", "Won"
+        LOST = "lost", "Lost"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="topups")
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="topups")
@@ -207,6 +213,11 @@ class Topup(models.Model):
     charge_id = models.CharField(max_length=255, blank=True, db_index=True)
     receipt_url = models.URLField(max_length=2000, blank=True)
     refunded_cents = models.PositiveIntegerField(default=0)
+    # Credits accounted for by refunds and lost disputes: what was taken back plus any
+    # shortfall. Never more than `credits`, so a refund and a dispute can't both take all.
+    clawed_back_credits = models.BigIntegerField(default=0)
+    dispute_id = models.CharField(max_length=255, blank=True)
+    dispute_status = models.CharField(max_length=20, choices=DisputeStatus.choices, blank=True)
     credited_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -216,6 +227,10 @@ class Topup(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(amount_cents__gte=100), name="topup_minimum"),
             models.CheckConstraint(condition=Q(credits__gt=0), name="topup_credits_positive"),
+            models.CheckConstraint(
+                condition=Q(clawed_back_credits__gte=0, clawed_back_credits__lte=F("credits")),
+                name="topup_clawback_within_credits",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -227,14 +242,37 @@ class Topup(models.Model):
 
 
 class StripeEvent(models.Model):
-    """Each Stripe event id is handled once; redeliveries find it here."""
+    """Each Stripe event id is handled once; redeliveries find it here.
+
+    An event about a payment whose top-up is not credited yet (events arrive in any
+    order) is kept as `deferred` with its payload, and applied when the top-up is.
+    """
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        PROCESSING = "processing", "Processing"
+        PROCESSED = "processed", "Processed"
+        DEFERRED = "deferred", "Waiting for its top-up"
+        IGNORED = "ignored", "Ignored"
+        FAILED = "failed", "Failed (will be retried)"
 
     event_id = models.CharField(max_length=255, unique=True)
     type = models.CharField(max_length=100)
     livemode = models.BooleanField(default=False)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RECEIVED)
+    event_created = models.BigIntegerField(null=True, blank=True)
+    payload = models.JSONField(null=True, blank=True)
+    topup = models.ForeignKey(Topup, null=True, blank=True, on_delete=models.PROTECT, related_name="stripe_events")
+    payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
+    charge_id = models.CharField(max_length=255, blank=True, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=300, blank=True)
 
+    class Meta:
+        indexes = [models.Index(fields=["status", "event_created"])]
+
     def __str__(self) -> str:
-        return f"{self.event_id} {self.type}"
+        return f"{self.event_id} {self.type} ({self.status})"
