@@ -1,0 +1,346 @@
+"""A local fake of the slice of the Stripe API that Panels uses, over real HTTP.
+
+Standard library only (http.server in a thread), so the real `stripe` SDK talks to it
+exactly as it talks to Stripe: form-encoded requests, JSON answers in Stripe's shapes,
+Stripe's error bodies, and Idempotency-Key replay (the same key returns the same object;
+the same key with other parameters is an idempotency_error).
+
+    fake = FakeStripe().start()
+    ... settings STRIPE_API_BASE=fake.url ...
+    fake.mark_paid(session_id)      # the buyer paid: a PaymentIntent and a Charge appear
+    fake.refund(charge_id, 200)     # returns the charge with its cumulative amount_refunded
+    fake.stop()
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import secrets
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+_ids = itertools.count(1)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_test_{next(_ids):06d}{secrets.token_hex(6)}"
+
+
+def parse_form(body: str) -> dict[str, Any]:
+    """Stripe's form encoding (`a[b][0][c]=v`, `expand[]=x`) back into nested dicts and lists."""
+    root: dict[str, Any] = {}
+    for key, value in parse_qsl(body, keep_blank_values=True):
+        parts = re.findall(r"[^\[\]]+|\[\]", key)
+        node: Any = root
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if part == "[]":
+                part = str(sum(1 for k in node if k.isdigit()))
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+    return _lists(root)
+
+
+def _lists(node: Any) -> Any:
+    if isinstance(node, dict):
+        node = {k: _lists(v) for k, v in node.items()}
+        if node and all(k.isdigit() for k in node):
+            return [node[k] for k in sorted(node, key=int)]
+    return node
+
+
+class FakeStripe:
+    def __init__(self, api_key: str = "sk_test_x") -> None:
+        self.api_key = api_key
+        self.lock = threading.Lock()
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.payment_intents: dict[str, dict[str, Any]] = {}
+        self.charges: dict[str, dict[str, Any]] = {}
+        self.idempotent: dict[str, tuple[dict[str, Any], int, dict[str, Any]]] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.fail_next: int = 0  # answer this many requests with a 500, to test retries and outages
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> FakeStripe:
+        fake = self
+
+        class Handler(_Handler):
+            pass
+
+        Handler.fake = fake
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-stripe", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() the fake first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # -- what tests do -------------------------------------------------------------
+    def session(self, session_id: str) -> dict[str, Any]:
+        with self.lock:
+            return copy.deepcopy(self.sessions[session_id])
+
+    def set_created(self, session_id: str, created: int) -> None:
+        with self.lock:
+            self.sessions[session_id]["created"] = created
+
+    def mark_paid(self, session_id: str) -> dict[str, Any]:
+        """The buyer paid: the session completes, with a PaymentIntent and a Charge behind it."""
+        with self.lock:
+            session = self.sessions[session_id]
+            intent_id = session.get("payment_intent") or new_id("pi")
+            charge_id = new_id("ch")
+            metadata = dict(session.get("_payment_metadata") or {})
+            self.charges[charge_id] = {
+                "id": charge_id,
+                "object": "charge",
+                "amount": session["amount_total"],
+                "amount_captured": session["amount_total"],
+                "amount_refunded": 0,
+                "captured": True,
+                "currency": session["currency"],
+                "created": int(time.time()),
+                "livemode": False,
+                "metadata": metadata,
+                "paid": True,
+                "payment_intent": intent_id,
+                "receipt_url": f"https://pay.stripe.com/receipts/payment/{charge_id}",
+                "refunded": False,
+                "refunds": {"object": "list", "data": [], "has_more": False, "url": f"/v1/charges/{charge_id}/refunds"},
+                "status": "succeeded",
+                "disputed": False,
+            }
+            self.payment_intents[intent_id] = {
+                "id": intent_id,
+                "object": "payment_intent",
+                "amount": session["amount_total"],
+                "amount_received": session["amount_total"],
+                "currency": session["currency"],
+                "created": int(time.time()),
+                "latest_charge": charge_id,
+                "livemode": False,
+                "metadata": metadata,
+                "status": "succeeded",
+            }
+            session.update(payment_intent=intent_id, payment_status="paid", status="complete")
+            return self._public(session)
+
+    def mark_unpaid(self, session_id: str) -> dict[str, Any]:
+        """The buyer finished checkout with a delayed method (a bank debit): complete, not paid yet."""
+        with self.lock:
+            session = self.sessions[session_id]
+            session.update(payment_intent=session.get("payment_intent") or new_id("pi"), payment_status="unpaid")
+            session["status"] = "complete"
+            return self._public(session)
+
+    def refund(self, charge_id: str, amount: int) -> dict[str, Any]:
+        """Refund `amount` cents more; returns the charge (amount_refunded is cumulative)."""
+        with self.lock:
+            charge = self.charges[charge_id]
+            refund = {
+                "id": new_id("re"),
+                "object": "refund",
+                "amount": amount,
+                "charge": charge_id,
+                "payment_intent": charge["payment_intent"],
+                "status": "succeeded",
+                "created": int(time.time()),
+            }
+            charge["amount_refunded"] += amount
+            charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
+            charge["refunds"]["data"].insert(0, refund)
+            return copy.deepcopy(charge)
+
+    def charge_for(self, session_id: str) -> dict[str, Any]:
+        with self.lock:
+            intent = self.payment_intents[self.sessions[session_id]["payment_intent"]]
+            return copy.deepcopy(self.charges[intent["latest_charge"]])
+
+    def calls(self, method: str, path_prefix: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["method"] == method and r["path"].startswith(path_prefix)]
+
+    # -- the API ---------------------------------------------------------------------
+    @staticmethod
+    def _public(obj: dict[str, Any]) -> dict[str, Any]:
+        return {k: copy.deepcopy(v) for k, v in obj.items() if not k.startswith("_")}
+
+    def handle(self, method: str, path: str, query: dict[str, Any], form: dict[str, Any]) -> tuple[int, dict]:
+        if method == "POST" and path == "/v1/checkout/sessions":
+            return self._session_create(form)
+        if method == "GET" and path == "/v1/checkout/sessions":
+            return self._session_list(query)
+        m = re.fullmatch(r"/v1/checkout/sessions/([^/]+)", path)
+        if method == "GET" and m:
+            session = self.sessions.get(m.group(1))
+            if session is None:
+                return _missing("checkout session", m.group(1))
+            return 200, self._public(session)
+        m = re.fullmatch(r"/v1/payment_intents/([^/]+)", path)
+        if method == "GET" and m:
+            intent = self.payment_intents.get(m.group(1))
+            if intent is None:
+                return _missing("payment_intent", m.group(1))
+            intent = copy.deepcopy(intent)
+            expand = query.get("expand") or []
+            if isinstance(expand, str):
+                expand = [expand]
+            if "latest_charge" in expand and intent.get("latest_charge"):
+                intent["latest_charge"] = copy.deepcopy(self.charges[intent["latest_charge"]])
+            if "charges" in expand:  # the pre-2022 shape, for older API versions
+                charge = self.charges.get(self.payment_intents[m.group(1)].get("latest_charge") or "")
+                intent["charges"] = {"object": "list", "data": [charge] if charge else [], "has_more": False}
+            return 200, intent
+        m = re.fullmatch(r"/v1/charges/([^/]+)", path)
+        if method == "GET" and m:
+            charge = self.charges.get(m.group(1))
+            if charge is None:
+                return _missing("charge", m.group(1))
+            return 200, copy.deepcopy(charge)
+        return 404, _error("invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
+
+    def _session_create(self, form: dict[str, Any]) -> tuple[int, dict]:
+        for required in ("mode", "success_url", "line_items"):
+            if not form.get(required):
+                return 400, _error("invalid_request_error", f"Missing required param: {required}.", param=required)
+        total = 0
+        currency = ""
+        for item in form["line_items"]:
+            price = item.get("price_data") or {}
+            total += int(price.get("unit_amount") or 0) * int(item.get("quantity") or 1)
+            currency = price.get("currency") or currency
+        session_id = new_id("cs")
+        session = {
+            "id": session_id,
+            "object": "checkout.session",
+            "amount_subtotal": total,
+            "amount_total": total,
+            "cancel_url": form.get("cancel_url"),
+            "client_reference_id": form.get("client_reference_id"),
+            "created": int(time.time()),
+            "currency": currency,
+            "customer_email": form.get("customer_email"),
+            "expires_at": int(time.time()) + 86400,
+            "livemode": False,
+            "metadata": form.get("metadata") or {},
+            "mode": form["mode"],
+            "payment_intent": None,
+            "payment_status": "unpaid",
+            "status": "open",
+            "success_url": form["success_url"],
+            "url": f"https://checkout.stripe.com/c/pay/{session_id}",
+            "_payment_metadata": (form.get("payment_intent_data") or {}).get("metadata") or {},
+        }
+        self.sessions[session_id] = session
+        return 200, self._public(session)
+
+    def _session_list(self, query: dict[str, Any]) -> tuple[int, dict]:
+        created = query.get("created") or {}
+        gte = int(created.get("gte", 0)) if isinstance(created, dict) else 0
+        limit = max(1, min(100, int(query.get("limit") or 10)))
+        rows = sorted(self.sessions.values(), key=lambda s: (s["created"], s["id"]), reverse=True)
+        rows = [s for s in rows if s["created"] >= gte]
+        if query.get("status"):
+            rows = [s for s in rows if s["status"] == query["status"]]
+        after = query.get("starting_after")
+        if after:
+            ids = [s["id"] for s in rows]
+            rows = rows[ids.index(after) + 1 :] if after in ids else []
+        page = rows[:limit]
+        return 200, {
+            "object": "list",
+            "data": [self._public(s) for s in page],
+            "has_more": len(rows) > limit,
+            "url": "/v1/checkout/sessions",
+        }
+
+
+def _error(kind: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"type": kind, "message": message, **extra}}
+
+
+def _missing(what: str, ident: str) -> tuple[int, dict]:
+    return 404, _error("invalid_request_error", f"No such {what}: '{ident}'", code="resource_missing", param="id")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeStripe
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _answer(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Request-Id", f"req_{secrets.token_hex(8)}")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _serve(self, method: str) -> None:
+        fake = self.fake
+        split = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else ""
+        query = parse_form(split.query)
+        form = parse_form(body) if method == "POST" else {}
+        key = self.headers.get("Idempotency-Key") or ""
+        with fake.lock:
+            fake.requests.append(
+                {"method": method, "path": split.path, "query": query, "form": form, "idempotency_key": key}
+            )
+            if fake.fail_next > 0:
+                fake.fail_next -= 1
+                return self._answer(500, _error("api_error", "Something went wrong on Stripe's end."))
+            if self.headers.get("Authorization") != f"Bearer {fake.api_key}":
+                return self._answer(401, _error("invalid_request_error", "Invalid API Key provided."))
+            if method == "POST" and key and key in fake.idempotent:
+                first_form, status, answer = fake.idempotent[key]
+                if first_form != form:
+                    return self._answer(
+                        400,
+                        _error(
+                            "idempotency_error",
+                            "Keys for idempotent requests can only be used with the same parameters they were "
+                            "first used with.",
+                        ),
+                    )
+                return self._answer(status, answer, {"Idempotent-Replayed": "true"})
+            status, answer = fake.handle(method, split.path, query, form)
+            if method == "POST" and key:
+                fake.idempotent[key] = (form, status, answer)
+        self._answer(status, answer)
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")

@@ -1,0 +1,193 @@
+"""The one module that talks to Stripe.
+
+Everything else works with the plain dataclasses and dicts returned here, so tests
+serve this seam (a local fake of the Stripe API over HTTP) and nothing deeper.
+Every POST carries a caller-chosen idempotency key: a retry, by the SDK or by us,
+sends the same key and gets the same object back.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import stripe
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+# The SDK retries connection errors and 409/5xx answers with the same idempotency key.
+MAX_NETWORK_RETRIES = 2
+
+
+class StripeUnavailable(Exception):
+    """Stripe could not be reached or refused the call; nothing was bought."""
+
+
+class WebhookInvalid(Exception):
+    """A webhook whose signature, timestamp or body does not check out."""
+
+
+@dataclass(frozen=True)
+class CheckoutSession:
+    id: str
+    url: str
+    status: str  # open, complete, expired
+    payment_status: str  # paid, unpaid, no_payment_required
+    payment_intent_id: str
+    client_reference_id: str
+    amount_total: int | None
+    currency: str
+    created: int
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckoutSession:
+        intent = data.get("payment_intent") or ""
+        if isinstance(intent, dict):
+            intent = intent.get("id") or ""
+        return cls(
+            id=data["id"],
+            url=data.get("url") or "",
+            status=data.get("status") or "",
+            payment_status=data.get("payment_status") or "",
+            payment_intent_id=intent,
+            client_reference_id=data.get("client_reference_id") or "",
+            amount_total=data.get("amount_total"),
+            currency=(data.get("currency") or "").lower(),
+            created=int(data.get("created") or 0),
+            metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+        )
+
+
+@dataclass(frozen=True)
+class PaymentInfo:
+    payment_intent_id: str
+    charge_id: str
+    receipt_url: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def stripe_enabled() -> bool:
+    return bool(settings.STRIPE_SECRET_KEY)
+
+
+@functools.lru_cache(maxsize=8)
+def _client_for(api_key: str, api_base: str) -> stripe.StripeClient:
+    base_addresses: dict[str, str] = {"api": api_base.rstrip("/")} if api_base else {}
+    return stripe.StripeClient(api_key, base_addresses=base_addresses, max_network_retries=MAX_NETWORK_RETRIES)
+
+
+def _client() -> stripe.StripeClient:
+    if not settings.STRIPE_SECRET_KEY:
+        raise StripeUnavailable("Stripe is not configured (STRIPE_SECRET_KEY is empty).")
+    # Keyed by the settings, so a test that points STRIPE_API_BASE elsewhere gets its own client.
+    return _client_for(settings.STRIPE_SECRET_KEY, settings.STRIPE_API_BASE)
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+def checkout_session_create(
+    *,
+    amount_cents: int,
+    credits: int,
+    topup_id: int,
+    user_id: int,
+    email: str,
+    success_url: str,
+    cancel_url: str,
+    idempotency_key: str,
+) -> CheckoutSession:
+    """A one-off Checkout Session in payment mode for one top-up."""
+    metadata = {"topup_id": str(topup_id), "user_id": str(user_id), "credits": str(credits)}
+    params: dict[str, Any] = {
+        "mode": "payment",
+        "client_reference_id": str(user_id),
+        "line_items": [
+            {
+                "quantity": 1,
+                "price_data": {
+                    "currency": settings.STRIPE_CURRENCY,
+                    "unit_amount": amount_cents,
+                    "product_data": {"name": f"Panels credits: {credits:,}"},
+                },
+            }
+        ],
+        "metadata": metadata,
+        # Copied onto the PaymentIntent and its charge, so refunds and disputes,
+        # which only name the charge, still lead back to the top-up.
+        "payment_intent_data": {"metadata": metadata},
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+    }
+    if email:
+        params["customer_email"] = email
+    try:
+        session = _client().v1.checkout.sessions.create(params, {"idempotency_key": idempotency_key})
+    except stripe.StripeError as exc:
+        log.warning("stripe checkout session create failed", extra={"topup_id": topup_id, "error": str(exc)})
+        raise StripeUnavailable(str(exc)) from exc
+    return CheckoutSession.from_dict(_plain(session))
+
+
+def checkout_session_retrieve(*, session_id: str) -> CheckoutSession:
+    try:
+        session = _client().v1.checkout.sessions.retrieve(session_id)
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(str(exc)) from exc
+    return CheckoutSession.from_dict(_plain(session))
+
+
+def checkout_sessions_since(*, created_gte: int) -> Iterator[CheckoutSession]:
+    """Every Checkout Session created at or after `created_gte` (a Unix time), newest first."""
+    try:
+        page = _client().v1.checkout.sessions.list({"created": {"gte": created_gte}, "limit": 100})
+        for session in page.auto_paging_iter():
+            yield CheckoutSession.from_dict(_plain(session))
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(str(exc)) from exc
+
+
+def payment_info(*, payment_intent_id: str) -> PaymentInfo:
+    """The charge and receipt URL behind a PaymentIntent, and the metadata it carries."""
+    try:
+        intent = _client().v1.payment_intents.retrieve(payment_intent_id, {"expand": ["latest_charge"]})
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(str(exc)) from exc
+    data = _plain(intent)
+    charge = data.get("latest_charge") or {}
+    if isinstance(charge, str):
+        charge = {"id": charge}
+    return PaymentInfo(
+        payment_intent_id=data["id"],
+        charge_id=charge.get("id") or "",
+        receipt_url=charge.get("receipt_url") or "",
+        metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+    )
+
+
+def event_construct(*, payload: bytes, signature: str) -> dict[str, Any]:
+    """Verify a webhook's `Stripe-Signature` (and its age) and return the event as a dict."""
+    secret = settings.STRIPE_WEBHOOK_SECRET
+    if not secret:
+        raise WebhookInvalid("Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET is empty).")
+    try:
+        stripe.Webhook.construct_event(payload, signature, secret)
+        data = json.loads(payload)
+    except stripe.SignatureVerificationError as exc:
+        raise WebhookInvalid(f"Signature check failed: {exc.user_message or exc}") from exc
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        # ValueError covers a body that is not JSON (and UnicodeDecodeError); the rest a JSON
+        # value that is not an object.
+        raise WebhookInvalid(f"The body is not a Stripe event: {exc}") from exc
+    if not isinstance(data, dict) or not data.get("id") or not data.get("type"):
+        raise WebhookInvalid("The body is not a Stripe event: it needs an id and a type.")
+    if not isinstance((data.get("data") or {}).get("object"), dict):
+        raise WebhookInvalid("The body is not a Stripe event: data.object is missing.")
+    return data
