@@ -47,6 +47,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
             "page": page,
             "rows": rows,
             "topups": topups_for_user(user=request.user)[:20],
+            "topup_url": reverse("topup"),
         },
     )
 

@@ -1,0 +1,430 @@
+"""Top-ups: buying credits through Stripe Checkout (or the demo checkout), and taking
+them back after a refund or a lost dispute.
+
+Money only moves through wallet/services.py. Each function here that writes locks the
+top-up row first and the wallet second (always in that order), and none of them holds
+a transaction open across a call to Stripe: callers fetch from Stripe first and pass
+the facts in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urljoin
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from wallet import stripe_client
+from wallet.models import Account, Entry, Shortfall, StripeEvent, Topup
+from wallet.services import (
+    credits_for_cents,
+    wallet_credit,
+    wallet_debit,
+    wallet_for_user,
+    wallet_freeze,
+    wallet_unfreeze,
+)
+
+log = logging.getLogger(__name__)
+
+PACKS_USD = (1, 5, 20)
+DEMO_SESSION_PREFIX = "demo_"
+
+
+class TopupAmountInvalid(ValueError):
+    """An amount a person typed that can't be bought; the message says why, for the form."""
+
+
+class TopupMismatch(Exception):
+    """A paid session that does not match its top-up (amount, currency or owner): not credited."""
+
+
+def topup_amount_cents(value: object) -> int:
+    """Whole cents from a dollar amount as typed ("5", "12.50", "$1,000"); clear errors otherwise."""
+    text = str(value if value is not None else "").strip().replace(",", "").removeprefix("$").strip()
+    if not text:
+        raise TopupAmountInvalid("Enter an amount in US dollars, for example 10 or 12.50.")
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise TopupAmountInvalid("Enter the amount as a number of US dollars, for example 10 or 12.50.")
+    if not amount.is_finite():
+        raise TopupAmountInvalid("Enter the amount as a number of US dollars, for example 10 or 12.50.")
+    low, high = settings.TOPUP_MIN_CENTS, settings.TOPUP_MAX_CENTS
+    if amount * 100 != (amount * 100).to_integral_value():
+        raise TopupAmountInvalid("Use whole cents: at most two digits after the decimal point.")
+    cents = int(amount * 100)
+    if cents < low:
+        raise TopupAmountInvalid(f"The smallest top-up is ${low / 100:,.2f}.")
+    if cents > high:
+        raise TopupAmountInvalid(f"The largest top-up is ${high / 100:,.2f}.")
+    return cents
+
+
+def _idempotency_key(topup: Topup) -> str:
+    # Stable for the top-up (a retry sends the same key), and not just its id: ids repeat
+    # across databases (a reset development database) while Stripe keeps keys for a day.
+    return f"panels-topup-{topup.pk}-{int(topup.created_at.timestamp() * 1_000_000)}-checkout"
+
+
+def topup_create(*, user: AbstractBaseUser, amount_cents: int, base_url: str) -> Topup:
+    """Record a top-up and open its checkout: a Stripe Checkout Session, or the demo page.
+
+    Raises StripeUnavailable when Stripe can't open the session; the top-up is then failed.
+    """
+    if not settings.TOPUP_MIN_CENTS <= amount_cents <= settings.TOPUP_MAX_CENTS:
+        raise TopupAmountInvalid("The amount is outside the allowed range.")
+    account = wallet_for_user(user=user)
+    provider = Topup.Provider.STRIPE if stripe_client.stripe_enabled() else Topup.Provider.DEMO
+    topup = Topup.objects.create(
+        user=user,
+        account=account,
+        provider=provider,
+        amount_cents=amount_cents,
+        credits=credits_for_cents(amount_cents),
+    )
+    if provider == Topup.Provider.DEMO:
+        topup.checkout_session_id = f"{DEMO_SESSION_PREFIX}{topup.pk}"
+        topup.checkout_url = urljoin(base_url, reverse("topup_demo_pay", args=[topup.pk]))
+        topup.save(update_fields=["checkout_session_id", "checkout_url", "updated_at"])
+        return topup
+    done = urljoin(base_url, reverse("topup_done", args=[topup.pk]))
+    try:
+        # No transaction is open here: the top-up row above is already committed.
+        session = stripe_client.checkout_session_create(
+            amount_cents=amount_cents,
+            credits=topup.credits,
+            topup_id=topup.pk,
+            user_id=user.pk,
+            email=getattr(user, "email", "") or "",
+            success_url=done + "?session_id={CHECKOUT_SESSION_ID}",
+            cancel_url=urljoin(base_url, reverse("topup")) + f"?cancelled={topup.pk}",
+            idempotency_key=_idempotency_key(topup),
+        )
+    except stripe_client.StripeUnavailable:
+        Topup.objects.filter(pk=topup.pk, status=Topup.Status.CREATED).update(
+            status=Topup.Status.FAILED, updated_at=timezone.now()
+        )
+        raise
+    topup.checkout_session_id = session.id
+    topup.checkout_url = session.url
+    topup.save(update_fields=["checkout_session_id", "checkout_url", "updated_at"])
+    return topup
+
+
+@dataclass(frozen=True)
+class FulfilResult:
+    topup: Topup | None
+    credited: bool  # credits were added by this call
+    outcome: str
+
+
+def _topup_for_session(*, session_id: str, metadata: dict[str, str]) -> Topup | None:
+    """The top-up a checkout session pays for, locked; links the session id if it was never stored."""
+    topup = Topup.objects.select_for_update().filter(checkout_session_id=session_id).first()
+    if topup is not None:
+        return topup
+    topup_id = (metadata or {}).get("topup_id", "")
+    if not topup_id.isdigit():
+        return None
+    topup = Topup.objects.select_for_update().filter(pk=int(topup_id)).first()
+    if topup is None:
+        return None
+    if topup.checkout_session_id and topup.checkout_session_id != session_id:
+        raise TopupMismatch(f"Top-up {topup.pk} belongs to session {topup.checkout_session_id}, not {session_id}.")
+    # The process that opened the session stopped before storing its id.
+    topup.checkout_session_id = session_id
+    topup.save(update_fields=["checkout_session_id", "updated_at"])
+    return topup
+
+
+def _check_matches(topup: Topup, *, amount_total: int | None, currency: str, metadata: dict[str, str]) -> None:
+    if amount_total is not None and amount_total != topup.amount_cents:
+        raise TopupMismatch(f"Top-up {topup.pk} is {topup.amount_cents} cents but the session paid {amount_total}.")
+    if currency and currency.lower() != settings.STRIPE_CURRENCY:
+        raise TopupMismatch(f"Top-up {topup.pk} was paid in {currency}, not {settings.STRIPE_CURRENCY}.")
+    owner = (metadata or {}).get("user_id")
+    if owner and owner != str(topup.user_id):
+        raise TopupMismatch(f"Top-up {topup.pk} belongs to user {topup.user_id}, not {owner}.")
+
+
+def topup_fulfil(
+    *,
+    session_id: str,
+    payment_status: str,
+    payment_intent_id: str = "",
+    amount_total: int | None = None,
+    currency: str = "",
+    metadata: dict[str, str] | None = None,
+) -> FulfilResult:
+    """Credit the top-up paid by a checkout session, exactly once, whoever calls first.
+
+    The success page, the webhook, the reconcile command and the demo checkout all come
+    here. The ledger entry's key (`topup:<session id>`) makes the credit happen once; the
+    top-up row lock makes concurrent callers agree on who did it.
+    """
+    metadata = metadata or {}
+    with transaction.atomic():
+        topup = _topup_for_session(session_id=session_id, metadata=metadata)
+        if topup is None:
+            return FulfilResult(None, False, f"no top-up for session {session_id}")
+        _check_matches(topup, amount_total=amount_total, currency=currency, metadata=metadata)
+        if payment_intent_id and not topup.payment_intent_id:
+            topup.payment_intent_id = payment_intent_id
+            topup.save(update_fields=["payment_intent_id", "updated_at"])
+        if topup.credited_at is not None:
+            return FulfilResult(topup, False, f"top-up {topup.pk} already credited")
+        if payment_status != "paid":
+            if topup.status == Topup.Status.CREATED:
+                topup.status = Topup.Status.PENDING
+                topup.save(update_fields=["status", "updated_at"])
+            return FulfilResult(topup, False, f"top-up {topup.pk} awaiting payment ({payment_status or 'unknown'})")
+        wallet_credit(
+            account=topup.account,
+            amount=topup.credits,
+            kind=Entry.Kind.TOPUP,
+            idempotency_key=f"topup:{session_id}",
+            reference=f"topup:{topup.pk}",
+            memo=f"Top-up ${topup.amount_usd}",
+        )
+        topup.credited_at = timezone.now()
+        if topup.status in (Topup.Status.CREATED, Topup.Status.PENDING, Topup.Status.FAILED, Topup.Status.EXPIRED):
+            topup.status = Topup.Status.PAID
+        topup.save(update_fields=["credited_at", "status", "updated_at"])
+    log.info("top-up credited", extra={"topup_id": topup.pk, "credits": topup.credits, "session": session_id})
+    topup_apply_deferred(topup=topup)
+    return FulfilResult(topup, True, f"top-up {topup.pk} credited {topup.credits} credits")
+
+
+def topup_fulfil_session(*, session: stripe_client.CheckoutSession) -> FulfilResult:
+    """`topup_fulfil` for a session as Stripe returned it."""
+    return topup_fulfil(
+        session_id=session.id,
+        payment_status=session.payment_status,
+        payment_intent_id=session.payment_intent_id,
+        amount_total=session.amount_total,
+        currency=session.currency,
+        metadata=session.metadata,
+    )
+
+
+def topup_mark_failed(*, session_id: str, expired: bool = False) -> Topup | None:
+    """An asynchronous payment failed, or the session expired unpaid: nothing will be credited."""
+    status = Topup.Status.EXPIRED if expired else Topup.Status.FAILED
+    # Compare-and-swap: a top-up already credited keeps its status.
+    updated = Topup.objects.filter(
+        checkout_session_id=session_id,
+        credited_at__isnull=True,
+        status__in=[Topup.Status.CREATED, Topup.Status.PENDING],
+    ).update(status=status, updated_at=timezone.now())
+    topup = Topup.objects.filter(checkout_session_id=session_id).first()
+    if updated:
+        log.info("top-up not paid", extra={"topup_id": topup.pk if topup else None, "status": status})
+    return topup
+
+
+def topup_link_payment(
+    *, topup: Topup, payment_intent_id: str = "", charge_id: str = "", receipt_url: str = ""
+) -> None:
+    """Remember the payment's ids and receipt on the top-up (fills blanks only)."""
+    changes: dict[str, Any] = {}
+    if payment_intent_id and not topup.payment_intent_id:
+        changes["payment_intent_id"] = payment_intent_id
+    if charge_id and not topup.charge_id:
+        changes["charge_id"] = charge_id
+    if receipt_url and not topup.receipt_url:
+        changes["receipt_url"] = receipt_url
+    if changes:
+        Topup.objects.filter(pk=topup.pk).update(**changes, updated_at=timezone.now())
+        for name, value in changes.items():
+            setattr(topup, name, value)
+
+
+def topup_fetch_receipt(*, topup: Topup) -> None:
+    """Fetch the charge id and receipt URL from Stripe when still unknown; best effort.
+
+    Call with no transaction open: this is a network call.
+    """
+    if topup.provider != Topup.Provider.STRIPE or not topup.payment_intent_id or topup.receipt_url:
+        return
+    if not stripe_client.stripe_enabled():
+        return
+    try:
+        info = stripe_client.payment_info(payment_intent_id=topup.payment_intent_id)
+    except stripe_client.StripeUnavailable as exc:
+        log.warning("receipt lookup failed", extra={"topup_id": topup.pk, "error": str(exc)})
+        return
+    topup_link_payment(topup=topup, charge_id=info.charge_id, receipt_url=info.receipt_url)
+
+
+def topup_for_payment(
+    *, payment_intent_id: str = "", charge_id: str = "", metadata: dict | None = None
+) -> Topup | None:
+    """The top-up behind a charge, refund or dispute, from what the event names."""
+    topup_id = str((metadata or {}).get("topup_id", ""))
+    if topup_id.isdigit():
+        topup = Topup.objects.filter(pk=int(topup_id)).first()
+        if topup is not None and (not payment_intent_id or topup.payment_intent_id in ("", payment_intent_id)):
+            return topup
+    lookups = Q()
+    if payment_intent_id:
+        lookups |= Q(payment_intent_id=payment_intent_id)
+    if charge_id:
+        lookups |= Q(charge_id=charge_id)
+    if not lookups:
+        return None
+    return Topup.objects.filter(lookups).first()
+
+
+def _status_after_refunds(topup: Topup) -> str:
+    if topup.dispute_status == Topup.DisputeStatus.OPEN:
+        return Topup.Status.DISPUTED
+    if topup.dispute_status == Topup.DisputeStatus.LOST:
+        return Topup.Status.DISPUTE_LOST
+    if topup.refunded_cents >= topup.amount_cents:
+        return Topup.Status.REFUNDED
+    if topup.refunded_cents > 0:
+        return Topup.Status.PARTIALLY_REFUNDED
+    return Topup.Status.PAID
+
+
+@dataclass(frozen=True)
+class ClawbackResult:
+    taken: int  # credits taken from the wallet by this call
+    shortfall: int  # credits that were already spent and could not be taken
+
+
+def _take_back(*, topup: Topup, credits: int, key: str, memo: str) -> ClawbackResult:
+    """Take up to `credits` from the top-up's wallet (never below zero); freeze on a shortfall.
+
+    The caller holds the top-up row lock inside a transaction.
+    """
+    credits = min(credits, topup.credits - topup.clawed_back_credits)
+    if credits <= 0:
+        return ClawbackResult(0, 0)
+    entry, shortfall = wallet_debit(
+        account=topup.account,
+        amount=credits,
+        kind=Entry.Kind.REFUND,
+        idempotency_key=key,
+        reference=f"topup:{topup.pk}",
+        memo=memo,
+        partial=True,
+    )
+    topup.clawed_back_credits += credits
+    if shortfall:
+        wallet_freeze(
+            account=topup.account,
+            reason=f"{shortfall:,} credits of refunded top-up {topup.pk} were already spent",
+        )
+        log.warning("clawback shortfall", extra={"topup_id": topup.pk, "shortfall": shortfall, "key": key})
+    return ClawbackResult(entry.amount if entry else 0, shortfall)
+
+
+def topup_refund(*, topup: Topup, amount_refunded_cents: int, refund_id: str = "") -> ClawbackResult:
+    """Apply a charge's cumulative refunded amount: take back only the part not taken yet.
+
+    `amount_refunded` on a charge is cumulative, so redeliveries, out-of-order events and
+    a partial refund followed by a full one each take back only what is new.
+    """
+    with transaction.atomic():
+        current = Topup.objects.select_for_update().get(pk=topup.pk)
+        amount = min(amount_refunded_cents, current.amount_cents)
+        if amount <= current.refunded_cents:
+            return ClawbackResult(0, 0)
+        credits = credits_for_cents(amount) - credits_for_cents(current.refunded_cents)
+        result = _take_back(
+            topup=current,
+            credits=credits,
+            key=f"topup:{current.pk}:refund:{amount}",
+            memo=f"Refund of top-up ${current.amount_usd} (${amount / 100:.2f} refunded in all) {refund_id}".strip(),
+        )
+        current.refunded_cents = amount
+        current.status = _status_after_refunds(current)
+        current.save(update_fields=["refunded_cents", "clawed_back_credits", "status", "updated_at"])
+    return result
+
+
+def topup_dispute_opened(*, topup: Topup, dispute_id: str) -> bool:
+    """A chargeback was opened: freeze the wallet (no new chats) until it closes. True if it froze."""
+    with transaction.atomic():
+        current = Topup.objects.select_for_update().get(pk=topup.pk)
+        if current.dispute_id == dispute_id and current.dispute_status:
+            # Already opened, or closed before this (late) event arrived.
+            return False
+        current.dispute_id = dispute_id
+        current.dispute_status = Topup.DisputeStatus.OPEN
+        current.status = Topup.Status.DISPUTED
+        current.save(update_fields=["dispute_id", "dispute_status", "status", "updated_at"])
+        wallet_freeze(account=current.account, reason=f"the payment for top-up {current.pk} is disputed")
+    return True
+
+
+def topup_dispute_closed(*, topup: Topup, dispute_id: str, won: bool, amount_cents: int) -> ClawbackResult:
+    """Won: lift the dispute's freeze. Lost: take back what it covered; the wallet stays
+    frozen for an operator to review, as after any chargeback."""
+    with transaction.atomic():
+        current = Topup.objects.select_for_update().get(pk=topup.pk)
+        if current.dispute_id == dispute_id and current.dispute_status in (
+            Topup.DisputeStatus.WON,
+            Topup.DisputeStatus.LOST,
+        ):
+            return ClawbackResult(0, 0)
+        current.dispute_id = dispute_id
+        result = ClawbackResult(0, 0)
+        if won:
+            current.dispute_status = Topup.DisputeStatus.WON
+        else:
+            current.dispute_status = Topup.DisputeStatus.LOST
+            result = _take_back(
+                topup=current,
+                credits=credits_for_cents(min(amount_cents, current.amount_cents)),
+                key=f"topup:{current.pk}:dispute:{dispute_id}",
+                memo=f"Lost dispute on top-up ${current.amount_usd} ({dispute_id})",
+            )
+        current.status = _status_after_refunds(current)
+        current.save(update_fields=["dispute_id", "dispute_status", "clawed_back_credits", "status", "updated_at"])
+        account = Account.objects.select_for_update().get(pk=current.account_id)
+        if won:
+            _unfreeze_if_clear(account)
+        elif not result.shortfall:
+            wallet_freeze(
+                account=account, reason=f"the payment for top-up {current.pk} was charged back (dispute lost)"
+            )
+    return result
+
+
+def _unfreeze_if_clear(account: Account) -> None:
+    """Lift a freeze only when nothing else holds it: no open dispute, no unresolved shortfall."""
+    open_disputes = Topup.objects.filter(account=account, dispute_status=Topup.DisputeStatus.OPEN).exists()
+    shortfalls = Shortfall.objects.filter(account=account, resolved_at__isnull=True).exists()
+    lost = Topup.objects.filter(account=account, dispute_status=Topup.DisputeStatus.LOST).exists()
+    if not (open_disputes or shortfalls or lost):
+        wallet_unfreeze(account=account)
+
+
+def topup_apply_deferred(*, topup: Topup) -> int:
+    """Apply the events that arrived before this top-up was credited; returns how many."""
+    from wallet.webhooks import stripe_event_replay  # webhooks builds on these services
+
+    lookups = Q(topup=topup)
+    if topup.payment_intent_id:
+        lookups |= Q(payment_intent_id=topup.payment_intent_id)
+    if topup.charge_id:
+        lookups |= Q(charge_id=topup.charge_id)
+    ids = list(
+        StripeEvent.objects.filter(lookups, status=StripeEvent.Status.DEFERRED)
+        .order_by("event_created", "pk")
+        .values_list("pk", flat=True)
+    )
+    for pk in ids:
+        stripe_event_replay(event_pk=pk)
+    return len(ids)
