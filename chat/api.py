@@ -1,0 +1,376 @@
+"""HTTP API v1 for chat: the model catalog, conversations, messages and reply streams."""
+
+from __future__ import annotations
+
+from django.core.handlers.asgi import ASGIRequest
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from rest_framework import renderers, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from chat import services, streams
+from chat.errors import ChatError
+from chat.models import Message
+from chat.selectors import (
+    conversation_messages,
+    conversations_for_user,
+    get_conversation_for_user,
+    get_message_for_user,
+    models_catalog,
+)
+from panels.api_errors import ApiError
+from wallet.errors import InsufficientCredits, WalletFrozen
+
+TOPUP_URL = "/wallet/topup/"
+
+
+def _api_error(exc: Exception) -> Exception:
+    if isinstance(exc, InsufficientCredits):
+        return ApiError(
+            code="insufficient_credits",
+            message=f"Not enough credits for this reply: {exc} Top up your wallet at {TOPUP_URL} to continue.",
+            status_code=status.HTTP_402_PAYMENT_REQUIRED,
+            extra={"topup_url": TOPUP_URL, "needed": exc.needed, "available": exc.available},
+        )
+    if isinstance(exc, WalletFrozen):
+        return ApiError(code="wallet_frozen", message=str(exc), status_code=status.HTTP_403_FORBIDDEN)
+    if isinstance(exc, ChatError):
+        return ApiError(code=exc.code, message=exc.message, status_code=exc.status)
+    return exc
+
+
+class ChatApi(APIView):
+    # Turns chat and wallet domain errors into the API's error shape.
+
+    def handle_exception(self, exc: Exception) -> Response:
+        return super().handle_exception(_api_error(exc))
+
+
+class EventStreamRenderer(renderers.BaseRenderer):
+    """Lets `Accept: text/event-stream` through content negotiation; errors still render as JSON."""
+
+    media_type = "text/event-stream"
+    format = "event-stream"
+    charset = "utf-8"
+
+    def render(self, data: object, accepted_media_type: str | None = None, renderer_context: dict | None = None):
+        return renderers.JSONRenderer().render(data)
+
+
+# --- output shapes --------------------------------------------------------------
+
+
+class ErrorOutputSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class MessageOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    conversation = serializers.IntegerField(source="conversation_id")
+    role = serializers.ChoiceField(choices=Message.Role.choices)
+    status = serializers.ChoiceField(choices=Message.Status.choices)
+    content = serializers.CharField(help_text="Plain text as the model wrote it; render it as untrusted Markdown.")
+    attachments = serializers.ListField(child=serializers.DictField())
+    model = serializers.CharField(source="model.slug", allow_null=True, default=None)
+    model_name = serializers.CharField(source="model.name", allow_null=True, default=None)
+    requested_model = serializers.CharField()
+    routed_by = serializers.CharField()
+    input_tokens = serializers.IntegerField(allow_null=True)
+    output_tokens = serializers.IntegerField(allow_null=True)
+    usage_estimated = serializers.BooleanField()
+    cost = serializers.IntegerField(allow_null=True, help_text="Credits charged for this reply.")
+    hold = serializers.IntegerField(source="hold.amount", allow_null=True, default=None)
+    error = serializers.SerializerMethodField()
+    cancel_requested = serializers.BooleanField()
+    retry_of = serializers.IntegerField(source="retry_of_id", allow_null=True)
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema_field(ErrorOutputSerializer(allow_null=True))
+    def get_error(self, message: Message) -> dict | None:
+        if not message.error_code:
+            return None
+        return {"code": message.error_code, "message": message.error_message}
+
+    def to_representation(self, message: Message) -> dict:
+        data = super().to_representation(message)
+        if message.status == Message.Status.STREAMING:
+            data["content"] = streams.partial_text(message)
+        return data
+
+
+class ConversationOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    title = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class ReplyAcceptedSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The reply's message id: read it at /api/v1/messages/{id}/stream.")
+    status = serializers.ChoiceField(choices=Message.Status.choices)
+    model = serializers.CharField(help_text="The model that answers (Auto resolved).")
+    hold = serializers.IntegerField(help_text="Credits reserved for the worst case until the reply is settled.")
+    routed_by = serializers.CharField()
+    conversation = serializers.IntegerField()
+    user_message = serializers.IntegerField(help_text="The id of the stored user message.")
+    stream_url = serializers.CharField()
+
+
+def _accepted(reply: Message) -> Response:
+    prompt_id = reply.context_ids[-1] if reply.context_ids else None
+    data = {
+        "id": reply.pk,
+        "status": reply.status,
+        "model": reply.model.slug,
+        "hold": reply.hold.amount,
+        "routed_by": reply.routed_by,
+        "conversation": reply.conversation_id,
+        "user_message": prompt_id,
+        "stream_url": f"/api/v1/messages/{reply.pk}/stream",
+    }
+    return Response(ReplyAcceptedSerializer(data).data, status=status.HTTP_202_ACCEPTED)
+
+
+_ERRORS = {
+    400: OpenApiResponse(description="Invalid request"),
+    404: OpenApiResponse(description="Not found (or not yours)"),
+}
+
+
+# --- models -------------------------------------------------------------------
+
+
+class ModelListApi(ChatApi):
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.CharField(source="slug")
+        name = serializers.CharField()
+        provider = serializers.CharField()
+        tier = serializers.CharField()
+        input_price = serializers.DecimalField(max_digits=10, decimal_places=4, help_text="USD per 1M input tokens")
+        output_price = serializers.DecimalField(max_digits=10, decimal_places=4, help_text="USD per 1M output tokens")
+        price_label = serializers.CharField()
+        context_window = serializers.IntegerField()
+        max_output_tokens = serializers.IntegerField()
+        image_input = serializers.BooleanField()
+        is_demo = serializers.BooleanField()
+        available = serializers.BooleanField()
+        unavailable_reason = serializers.CharField()
+
+    @extend_schema(
+        responses=OutputSerializer(many=True),
+        description='The catalog. Send a model\'s `id` as `model`, or "auto" to let Auto pick.',
+    )
+    def get(self, request: Request) -> Response:
+        return Response(self.OutputSerializer(models_catalog(), many=True).data)
+
+
+# --- conversations --------------------------------------------------------------
+
+
+class ConversationListApi(ChatApi):
+    @extend_schema(responses=ConversationOutputSerializer(many=True), description="Newest first.")
+    def get(self, request: Request) -> Response:
+        return Response(ConversationOutputSerializer(conversations_for_user(user=request.user), many=True).data)
+
+
+class ConversationCreateApi(ChatApi):
+    class InputSerializer(serializers.Serializer):
+        title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+    @extend_schema(request=InputSerializer, responses={201: ConversationOutputSerializer, 400: _ERRORS[400]})
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        conversation = services.conversation_create(user=request.user, **serializer.validated_data)
+        return Response(ConversationOutputSerializer(conversation).data, status=status.HTTP_201_CREATED)
+
+
+# GET lists, POST creates: one URL, so one view joins the two operations.
+class ConversationsApi(ConversationListApi, ConversationCreateApi):
+    pass
+
+
+class ConversationDetailApi(ChatApi):
+    class OutputSerializer(ConversationOutputSerializer):
+        messages = MessageOutputSerializer(many=True)
+
+    @extend_schema(responses={200: OutputSerializer, 404: _ERRORS[404]})
+    def get(self, request: Request, conversation_id: int) -> Response:
+        conversation = get_conversation_for_user(user=request.user, conversation_id=conversation_id)
+        messages = conversation_messages(conversation=conversation).select_related("hold")
+        data = ConversationOutputSerializer(conversation).data
+        data["messages"] = MessageOutputSerializer(messages, many=True).data
+        return Response(data)
+
+
+class ConversationRenameApi(ChatApi):
+    class InputSerializer(serializers.Serializer):
+        title = serializers.CharField(max_length=200, allow_blank=True)
+
+    @extend_schema(request=InputSerializer, responses={200: ConversationOutputSerializer, 404: _ERRORS[404]})
+    def patch(self, request: Request, conversation_id: int) -> Response:
+        conversation = get_conversation_for_user(user=request.user, conversation_id=conversation_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        conversation = services.conversation_rename(conversation=conversation, **serializer.validated_data)
+        return Response(ConversationOutputSerializer(conversation).data)
+
+
+class ConversationDeleteApi(ChatApi):
+    @extend_schema(
+        responses={
+            204: None,
+            404: _ERRORS[404],
+            409: OpenApiResponse(description="A reply is still running (reply_in_progress)"),
+        }
+    )
+    def delete(self, request: Request, conversation_id: int) -> Response:
+        conversation = get_conversation_for_user(user=request.user, conversation_id=conversation_id)
+        services.conversation_delete(conversation=conversation)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# GET, PATCH (rename) and DELETE share one URL, so one view joins the three operations.
+class ConversationApi(ConversationDetailApi, ConversationRenameApi, ConversationDeleteApi):
+    pass
+
+
+# --- messages -------------------------------------------------------------------
+
+_SEND_ERRORS = {
+    400: OpenApiResponse(
+        description="Empty content, unknown or unavailable model, image for a text-only model, "
+        "message too long for the model"
+    ),
+    402: OpenApiResponse(description="insufficient_credits: with `topup_url`; nothing was stored"),
+    403: OpenApiResponse(description="wallet_frozen"),
+    404: _ERRORS[404],
+    429: OpenApiResponse(description="Too many messages; slow down"),
+    503: OpenApiResponse(description="service_unavailable: the reply could not be queued; nothing was charged"),
+}
+
+
+class MessageSendApi(ChatApi):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "send"
+
+    class InputSerializer(serializers.Serializer):
+        content = serializers.CharField(trim_whitespace=False, allow_blank=True)
+        model = serializers.CharField(max_length=60, help_text='A model id from /api/v1/models, or "auto".')
+        attachments = serializers.ListField(
+            child=serializers.JSONField(),
+            required=False,
+            default=list,
+            help_text='Images: `{"type": "image", "url": "data:image/png;base64,..."}` (or an https URL); '
+            "only for models with image input.",
+        )
+
+    @extend_schema(request=InputSerializer, responses={202: ReplyAcceptedSerializer, **_SEND_ERRORS})
+    def post(self, request: Request, conversation_id: int) -> Response:
+        conversation = get_conversation_for_user(user=request.user, conversation_id=conversation_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        reply = services.message_send(user=request.user, conversation=conversation, **serializer.validated_data)
+        return _accepted(reply)
+
+
+class MessageDetailApi(ChatApi):
+    @extend_schema(responses={200: MessageOutputSerializer, 404: _ERRORS[404]})
+    def get(self, request: Request, message_id: int) -> Response:
+        message = get_message_for_user(user=request.user, message_id=message_id)
+        return Response(MessageOutputSerializer(message).data)
+
+
+class MessageStreamApi(ChatApi):
+    renderer_classes = [renderers.JSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "Last-Event-ID",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="Resume after this event id (browsers send it when they reconnect).",
+            ),
+            OpenApiParameter(
+                "last_event_id",
+                OpenApiTypes.STR,
+                OpenApiParameter.QUERY,
+                required=False,
+                description="The same as the Last-Event-ID header, for clients that cannot set headers.",
+            ),
+        ],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                response=OpenApiTypes.STR,
+                description="Server-sent events, each with an `id:`. `delta` {text}: the next piece of the reply; "
+                "`done` {status, usage {input_tokens, output_tokens, estimated}, cost, balance, available, "
+                "model, warning}: the reply ended (done or cancelled) and was paid for; `error` {code, message}: "
+                "it failed and nothing was charged. The stream ends after `done` or `error`; comment lines keep "
+                "it alive while waiting.",
+            ),
+            400: _ERRORS[400],
+            404: _ERRORS[404],
+        },
+    )
+    def get(self, request: Request, message_id: int) -> StreamingHttpResponse:
+        message = get_message_for_user(user=request.user, message_id=message_id)
+        if message.role != Message.Role.ASSISTANT:
+            raise ApiError(code="not_a_reply", message="Only a reply has a stream.")
+        after = request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id") or "0-0"
+        if not streams.valid_event_id(after):
+            raise ApiError(code="invalid_request", message="Last-Event-ID is not an event id of this stream.")
+        if isinstance(request._request, ASGIRequest):
+            events = streams.sse_events_async(message, after=after)
+        else:
+            events = streams.sse_events(message, after=after)
+        response = StreamingHttpResponse(events, content_type="text/event-stream; charset=utf-8")
+        response["Cache-Control"] = "no-cache"
+        # Tells nginx-style proxies not to buffer the stream.
+        response["X-Accel-Buffering"] = "no"
+        return response
+
+
+class MessageCancelApi(ChatApi):
+    @extend_schema(
+        request=None,
+        responses={
+            200: MessageOutputSerializer,
+            404: _ERRORS[404],
+            409: OpenApiResponse(description="Not a reply"),
+            503: OpenApiResponse(description="service_unavailable"),
+        },
+        description="Stop a reply. A queued reply ends cancelled at no charge; a streaming one stops within a "
+        "few chunks and is charged for what was generated (its `done` event says what). Cancelling a finished "
+        "reply changes nothing.",
+    )
+    def post(self, request: Request, message_id: int) -> Response:
+        message = get_message_for_user(user=request.user, message_id=message_id)
+        message = services.message_cancel(message=message)
+        return Response(MessageOutputSerializer(message).data)
+
+
+class MessageRetryApi(ChatApi):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "send"
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: ReplyAcceptedSerializer,
+            **_SEND_ERRORS,
+            409: OpenApiResponse(description="not_retryable: only the latest reply, when it failed"),
+        },
+        description="Answer the conversation again in place of a failed reply: a new reply (with `retry_of`) "
+        "and a new hold.",
+    )
+    def post(self, request: Request, message_id: int) -> Response:
+        message = get_message_for_user(user=request.user, message_id=message_id)
+        return _accepted(services.message_retry(user=request.user, message=message))
