@@ -290,6 +290,13 @@ class MessageDetailApi(ChatApi):
 class MessageStreamApi(ChatApi):
     renderer_classes = [renderers.JSONRenderer, EventStreamRenderer]
 
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        # An error is JSON, whatever the reader asked for.
+        self.request.accepted_renderer = renderers.JSONRenderer()
+        self.request.accepted_media_type = "application/json"
+        return response
+
     @extend_schema(
         parameters=[
             OpenApiParameter(
