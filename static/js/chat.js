@@ -1,0 +1,919 @@
+/* Panels chat page: conversations, the composer, and replies streamed over SSE.
+ *
+ * Model text is untrusted: while a reply streams it is only ever written with
+ * text nodes; once it settles it is replaced by the HTML the server rendered and
+ * sanitised (chat/markdown.py). Nothing here builds HTML from strings.
+ */
+(function () {
+  "use strict";
+
+  var configNode = document.getElementById("chat-config");
+  if (!configNode) return;
+  var config = JSON.parse(configNode.textContent);
+
+  var API = config.api_base.replace(/\/$/, "");
+  var $ = function (id) { return document.getElementById(id); };
+  var chatRoot = $("chat");
+  var log = $("chat-log");
+  var emptyState = $("chat-empty");
+  var form = $("composer");
+  var input = $("composer-input");
+  var select = $("model-select");
+  var modelHelp = $("model-help");
+  var sendButton = $("send-button");
+  var stopButton = $("stop-button");
+  var attachButton = $("attach-button");
+  var attachInput = $("attach-input");
+  var attachPreview = $("attach-preview");
+  var alertBox = $("chat-alert");
+  var statusRegion = $("chat-status");
+  var titleNode = $("chat-title");
+  var list = $("conversation-list");
+  var sidebarToggle = $("sidebar-toggle");
+  var deleteDialog = $("delete-dialog");
+
+  var modelsBySlug = {};
+  config.models.forEach(function (m) { modelsBySlug[m.slug] = m; });
+
+  var state = {
+    conversationId: config.conversation_id,
+    sending: false,
+    active: null, // the reply being streamed: {id, view, ...}
+    attachment: null, // {name, dataUrl, size}
+  };
+
+  /* ---------- small helpers ---------- */
+
+  function sleep(ms) { return new Promise(function (resolve) { setTimeout(resolve, ms); }); }
+
+  function make(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  function announce(text) {
+    // Clear first so the same words said twice are announced twice.
+    statusRegion.textContent = "";
+    setTimeout(function () { statusRegion.textContent = text; }, 50);
+  }
+
+  function formatInt(n) { return Number(n).toLocaleString("en-US"); }
+
+  function formatUsd(credits, digits) {
+    var usd = Number(credits) / config.credits_per_usd;
+    if (digits === undefined) digits = usd !== 0 && Math.abs(usd) < 0.01 ? 6 : 4;
+    return "$" + usd.toFixed(digits);
+  }
+
+  function chatUrl(conversationId) { return config.conversation_url.replace("{id}", String(conversationId)); }
+
+  function nearBottom() { return log.scrollHeight - log.scrollTop - log.clientHeight < 80; }
+  function scrollToBottom() { log.scrollTop = log.scrollHeight; }
+
+  /* ---------- the API ---------- */
+
+  function ApiError(status, code, message, detail) {
+    this.status = status;
+    this.code = code;
+    this.message = message;
+    this.detail = detail || {};
+  }
+
+  function fallbackMessage(status) {
+    if (status >= 500) return "The server had a problem (error " + status + "). Please try again in a moment.";
+    if (status === 429) return "Too many requests. Please wait a moment and try again.";
+    if (status === 401 || status === 403) return "You are not signed in any more. Reload the page to sign in again.";
+    return "The request failed (error " + status + ").";
+  }
+
+  function api(method, path, body) {
+    var options = { method: method, credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    if (method !== "GET") options.headers["X-CSRFToken"] = config.csrf_token;
+    return fetch(API + path, options).then(
+      function (response) {
+        if (response.status === 204) return null;
+        return response.json().then(
+          function (data) { return { response: response, data: data }; },
+          function () { return { response: response, data: null }; }
+        ).then(function (r) {
+          if (r.response.ok) return r.data;
+          var err = (r.data && r.data.error) || {};
+          throw new ApiError(r.response.status, err.code || "http_" + r.response.status,
+            err.message || fallbackMessage(r.response.status), err);
+        });
+      },
+      function () {
+        throw new ApiError(0, "network", "Could not reach Panels. Check your connection and try again.");
+      }
+    );
+  }
+
+  /* ---------- alerts ---------- */
+
+  function hideAlert() {
+    alertBox.hidden = true;
+    alertBox.replaceChildren();
+  }
+
+  // Fills `box` with a readable explanation of `err`, with a way forward where there is one.
+  function describeError(err, box) {
+    var text = make("p", "alert-text");
+    if (err.code === "insufficient_credits") {
+      text.append("Not enough credits for this message. " + (err.message || "") + " ");
+      var link = make("a", "alert-link", "Top up your wallet");
+      link.href = config.topup_url;
+      text.append(link);
+    } else if (err.code === "wallet_frozen") {
+      text.textContent = (err.message || "Your wallet is frozen.") +
+        " New messages are paused until support resolves it; nothing was charged.";
+    } else if (err.status === 0 || err.status >= 500) {
+      text.textContent = err.message + " Your message was not sent and is still in the box.";
+    } else {
+      text.textContent = err.message;
+    }
+    box.append(text);
+  }
+
+  function showError(err) {
+    hideAlert();
+    describeError(err, alertBox);
+    var close = make("button", "link alert-close", "Dismiss");
+    close.type = "button";
+    close.addEventListener("click", function () { hideAlert(); input.focus(); });
+    alertBox.append(close);
+    alertBox.className = "alert error chat-alert" + (err.code === "insufficient_credits" ? " credits" : "");
+    alertBox.hidden = false;
+  }
+
+  function showNotice(text) {
+    showError({ status: 400, code: "notice", message: text });
+  }
+
+  /* ---------- the header balance ---------- */
+
+  function updateBalance(balance) {
+    var credits = null;
+    if (typeof balance === "number") credits = balance;
+    else if (balance && typeof balance === "object") {
+      credits = typeof balance.available === "number" ? balance.available : balance.balance;
+    }
+    if (typeof credits !== "number") return;
+    var header = $("header-balance");
+    if (!header) return;
+    var creditsNode = header.querySelector("[data-balance-credits]");
+    var usdNode = header.querySelector("[data-balance-usd]");
+    if (creditsNode) creditsNode.textContent = formatInt(credits);
+    if (usdNode) usdNode.textContent = formatUsd(credits, 4);
+  }
+
+  /* ---------- the model dropdown ---------- */
+
+  function storageGet(key) { try { return window.localStorage.getItem(key); } catch (e) { return null; } }
+  function storageSet(key, value) { try { window.localStorage.setItem(key, value); } catch (e) { /* private mode */ } }
+  function sessionGet(key) { try { return window.sessionStorage.getItem(key); } catch (e) { return null; } }
+  function sessionSet(key, value) {
+    try {
+      if (value) window.sessionStorage.setItem(key, value); else window.sessionStorage.removeItem(key);
+    } catch (e) { /* private mode */ }
+  }
+
+  function modelKey(conversationId) { return "panels:model:" + conversationId; }
+  function draftKey() { return "panels:draft:" + (state.conversationId || "new"); }
+
+  function selectable(value) {
+    var option = select.querySelector('option[value="' + CSS.escape(value) + '"]');
+    return option && !option.disabled ? option : null;
+  }
+
+  function selectedModel() { return modelsBySlug[select.value] || null; }
+
+  function imagesAllowed() {
+    var m = selectedModel();
+    return !!(m && m.available && m.image_input);
+  }
+
+  function onModelChange() {
+    var option = select.options[select.selectedIndex];
+    modelHelp.textContent = option ? option.getAttribute("data-help") || "" : "";
+    if (state.conversationId) storageSet(modelKey(state.conversationId), select.value);
+    var allowed = imagesAllowed();
+    attachButton.disabled = !allowed;
+    attachButton.title = allowed ? "Attach an image" : "The selected model does not read images";
+    if (state.attachment && !allowed) {
+      showNotice("The selected model cannot read images: remove the image or pick a model that can.");
+    }
+  }
+
+  function restoreModel() {
+    var remembered = state.conversationId ? storageGet(modelKey(state.conversationId)) : null;
+    var choice = (remembered && selectable(remembered)) || selectable(config.initial_model) || selectable("auto");
+    if (choice) select.value = choice.value;
+    onModelChange();
+  }
+
+  /* ---------- image attachment ---------- */
+
+  function clearAttachment() {
+    state.attachment = null;
+    attachInput.value = "";
+    attachPreview.replaceChildren();
+    attachPreview.hidden = true;
+  }
+
+  function showAttachment() {
+    attachPreview.replaceChildren();
+    var img = make("img");
+    img.src = state.attachment.dataUrl;
+    img.alt = "Attached image " + state.attachment.name;
+    var name = make("span", "attach-name", state.attachment.name);
+    var remove = make("button", "link danger", "Remove image");
+    remove.type = "button";
+    remove.addEventListener("click", function () { clearAttachment(); attachButton.focus(); });
+    attachPreview.append(img, name, remove);
+    attachPreview.hidden = false;
+  }
+
+  function onAttach() {
+    var file = attachInput.files && attachInput.files[0];
+    if (!file) return;
+    if (config.image_types.indexOf(file.type) < 0) {
+      attachInput.value = "";
+      showNotice("That file is not a supported image. Use PNG, JPEG, GIF or WebP.");
+      return;
+    }
+    if (file.size > config.max_image_bytes) {
+      attachInput.value = "";
+      showNotice("That image is " + (file.size / 1048576).toFixed(1) + " MB; images can be at most " +
+        (config.max_image_bytes / 1048576).toFixed(0) + " MB. Try a smaller or compressed copy.");
+      return;
+    }
+    var reader = new FileReader();
+    reader.onload = function () {
+      state.attachment = { name: file.name, dataUrl: String(reader.result), size: file.size };
+      hideAlert();
+      showAttachment();
+    };
+    reader.onerror = function () { showNotice("That image could not be read. Try another file."); };
+    reader.readAsDataURL(file);
+  }
+
+  /* ---------- messages in the log ---------- */
+
+  function hideEmptyState() { if (emptyState) emptyState.hidden = true; }
+
+  function appendUserMessage(text, attachmentUrl) {
+    hideEmptyState();
+    var article = make("article", "msg msg-user");
+    article.append(make("span", "visually-hidden", "You said:"));
+    var body = make("div", "msg-body", text);
+    article.append(body);
+    if (attachmentUrl) {
+      var img = make("img", "msg-image");
+      img.src = attachmentUrl;
+      img.alt = "Image you attached";
+      article.append(img);
+    }
+    log.append(article);
+    scrollToBottom();
+  }
+
+  function modelName(slug, fallback) {
+    var m = modelsBySlug[slug];
+    return m ? m.name : fallback || slug || "the model";
+  }
+
+  // The API gives an error as {code, message}; the stream's error event has the same shape.
+  function errorText(error) {
+    if (!error) return "";
+    if (typeof error === "string") return error;
+    return error.message || error.code || "";
+  }
+
+  // The view of one assistant reply: its article, body and meta line.
+  function viewFor(article) {
+    return {
+      article: article,
+      body: article.querySelector(".msg-body"),
+      meta: article.querySelector(".msg-meta"),
+      actions: article.querySelector(".msg-actions"),
+    };
+  }
+
+  function appendAssistantMessage(message) {
+    hideEmptyState();
+    var article = make("article", "msg msg-assistant");
+    article.id = "message-" + message.id;
+    article.setAttribute("data-message-id", message.id);
+    article.setAttribute("data-status", message.status || "queued");
+    article.append(make("span", "visually-hidden msg-who", "Reply from " + modelName(message.model) + ":"));
+    var body = make("div", "msg-body");
+    article.append(body, make("p", "msg-meta"), make("div", "msg-actions"));
+    log.append(article);
+    scrollToBottom();
+    return viewFor(article);
+  }
+
+  function setBusy(view, busy) {
+    view.article.setAttribute("aria-busy", busy ? "true" : "false");
+    view.article.classList.toggle("streaming", busy);
+  }
+
+  function renderMeta(view, message) {
+    view.meta.replaceChildren();
+    var parts = [];
+    var name = modelName(message.model, message.model_name);
+    if (message.routed_by) {
+      parts.push(make("span", "meta-model", "Auto chose " + name));
+      parts.push(make("span", "meta-route", "why: " + message.routed_by));
+    } else {
+      parts.push(make("span", "meta-model", name));
+    }
+    if (message.input_tokens !== null && message.input_tokens !== undefined) {
+      parts.push(make("span", "meta-tokens",
+        formatInt(message.input_tokens) + " in / " + formatInt(message.output_tokens || 0) + " out tokens"));
+    }
+    if (message.cost !== null && message.cost !== undefined) {
+      parts.push(make("span", "meta-cost", formatInt(message.cost) + " credits (" + formatUsd(message.cost) + ")"));
+    }
+    if (message.usage_estimated) {
+      var est = make("span", "meta-estimated", "estimated");
+      est.title = "The provider did not report usage, so this reply was billed on an estimate.";
+      parts.push(est);
+    }
+    if (message.status === "cancelled") parts.push(make("span", "meta-stopped", "stopped"));
+    var note = errorText(message.error);
+    if (note) parts.push(make("span", "meta-note", note));
+    parts.forEach(function (part, i) {
+      if (i) view.meta.append(document.createTextNode(" · "));
+      view.meta.append(part);
+    });
+  }
+
+  function renderFailure(view, message) {
+    view.body.replaceChildren();
+    var p = make("p", "msg-error");
+    var reason = errorText(message.error).replace(/[.\s]+$/, "") || "the model did not answer";
+    p.textContent = "This reply failed: " + reason + ". You were not charged.";
+    view.body.append(p);
+    view.meta.replaceChildren();
+    view.actions.replaceChildren();
+    var retry = make("button", "secondary small retry-button", "Retry");
+    retry.type = "button";
+    retry.addEventListener("click", function () { retryMessage(view, retry); });
+    view.actions.append(retry);
+  }
+
+  function renderSettled(view, message) {
+    view.article.setAttribute("data-status", message.status);
+    setBusy(view, false);
+    if (message.status === "failed") {
+      renderFailure(view, message);
+      return;
+    }
+    if (typeof message.html === "string") {
+      // Server-rendered and sanitised (chat/markdown.py): the one place model text becomes HTML.
+      view.body.innerHTML = message.html;
+    } else {
+      view.body.textContent = message.content || "";
+    }
+    if (!view.body.textContent.trim() && message.status === "cancelled") {
+      view.body.replaceChildren(make("p", "muted", "Stopped before any text was written."));
+    }
+    view.actions.replaceChildren();
+    renderMeta(view, message);
+  }
+
+  /* ---------- streaming ---------- */
+
+  // Redis stream ids look like "1712345678901-0"; an id not after the last one
+  // seen is a repeat (a reconnect that overlapped) and is dropped.
+  function idAfter(id, last) {
+    if (!last) return true;
+    var a = /^(\d+)-(\d+)$/.exec(id);
+    var b = /^(\d+)-(\d+)$/.exec(last);
+    if (a && b) {
+      if (a[1].length !== b[1].length) return a[1].length > b[1].length;
+      if (a[1] !== b[1]) return a[1] > b[1];
+      return Number(a[2]) > Number(b[2]);
+    }
+    if (/^\d+$/.test(id) && /^\d+$/.test(last)) return Number(id) > Number(last);
+    return id !== last;
+  }
+
+  // Reads a text/event-stream body and calls onEvent({type, data, id}) per event.
+  function readEvents(body, onEvent) {
+    var reader = body.getReader();
+    var decoder = new TextDecoder();
+    var buffer = "";
+    var event = { type: "", data: [], id: null };
+
+    function dispatch() {
+      if (event.data.length) onEvent({ type: event.type || "message", data: event.data.join("\n"), id: event.id });
+      event = { type: "", data: [], id: null };
+    }
+
+    function line(text) {
+      if (text === "") { dispatch(); return; }
+      if (text.charAt(0) === ":") return;
+      var colon = text.indexOf(":");
+      var field = colon < 0 ? text : text.slice(0, colon);
+      var value = colon < 0 ? "" : text.slice(colon + 1);
+      if (value.charAt(0) === " ") value = value.slice(1);
+      if (field === "event") event.type = value;
+      else if (field === "data") event.data.push(value);
+      else if (field === "id" && value.indexOf("\0") < 0) event.id = value;
+    }
+
+    function pump() {
+      return reader.read().then(function (chunk) {
+        if (chunk.done) return;
+        buffer += decoder.decode(chunk.value, { stream: true });
+        var match;
+        var re = /\r\n|\n|\r/g;
+        var start = 0;
+        while ((match = re.exec(buffer)) !== null) {
+          // A lone "\r" at the very end may be half of "\r\n": wait for more.
+          if (match[0] === "\r" && match.index === buffer.length - 1) break;
+          line(buffer.slice(start, match.index));
+          start = match.index + match[0].length;
+        }
+        buffer = buffer.slice(start);
+        return pump();
+      });
+    }
+    return pump();
+  }
+
+  function setStreamingUi(streaming) {
+    stopButton.hidden = !streaming;
+    stopButton.disabled = false;
+    sendButton.hidden = streaming;
+    if (!streaming && document.activeElement === stopButton) input.focus();
+  }
+
+  function fetchMessage(id) { return api("GET", "/messages/" + id); }
+
+  // When the stream cannot tell us the outcome, ask for the message itself.
+  function settleFromServer(stream) {
+    var delays = [0, 500, 1000, 2000, 3000, 5000, 5000, 5000];
+    var attempt = 0;
+    function next() {
+      if (attempt >= delays.length) {
+        showNotice("The reply is taking long to arrive. Reload the page to check on it.");
+        return Promise.resolve(null);
+      }
+      return sleep(delays[attempt++]).then(function () { return fetchMessage(stream.id); }).then(
+        function (message) {
+          if (message.status === "done" || message.status === "failed" || message.status === "cancelled") {
+            renderSettled(stream.view, message);
+            return message;
+          }
+          return next();
+        },
+        function (err) {
+          if (err.status === 404) {
+            stream.view.body.textContent = "This reply no longer exists.";
+            setBusy(stream.view, false);
+            return null;
+          }
+          return next();
+        }
+      );
+    }
+    return next();
+  }
+
+  function handleEvent(stream, event) {
+    if (event.id) {
+      if (!idAfter(event.id, stream.lastEventId)) return;
+      stream.lastEventId = event.id;
+    }
+    var data = {};
+    try { data = event.data ? JSON.parse(event.data) : {}; } catch (e) { data = {}; }
+    if (event.type === "delta") {
+      if (!stream.textNode) {
+        stream.view.body.replaceChildren();
+        stream.textNode = document.createTextNode("");
+        stream.view.body.append(stream.textNode);
+        stream.view.article.setAttribute("data-status", "streaming");
+        announce("The reply is being written.");
+      }
+      var stick = nearBottom();
+      // A text node: model text is never parsed as HTML while it streams.
+      stream.textNode.appendData(typeof data.text === "string" ? data.text : "");
+      stream.received += 1;
+      if (stick) scrollToBottom();
+    } else if (event.type === "done") {
+      stream.finished = true;
+      stream.final = data;
+      // The header shows what is available to spend (balance less other replies' holds).
+      updateBalance(typeof data.available === "number" ? data.available : data.balance);
+    } else if (event.type === "error") {
+      stream.finished = true;
+      stream.error = data;
+    }
+  }
+
+  function openStream(stream) {
+    var headers = { Accept: "text/event-stream" };
+    if (stream.lastEventId) headers["Last-Event-ID"] = stream.lastEventId;
+    return fetch(API + "/messages/" + stream.id + "/stream", {
+      credentials: "same-origin",
+      headers: headers,
+      cache: "no-store",
+      signal: stream.abort.signal,
+    }).then(function (response) {
+      if (!response.ok) {
+        var err = new Error("stream answered " + response.status);
+        err.status = response.status;
+        throw err;
+      }
+      stream.view.article.classList.remove("reconnecting");
+      return readEvents(response.body, function (event) {
+        stream.attempts = 0;
+        handleEvent(stream, event);
+      });
+    });
+  }
+
+  function streamReply(id, view) {
+    var stream = {
+      id: id,
+      view: view,
+      lastEventId: null,
+      textNode: null,
+      received: 0,
+      attempts: 0,
+      finished: false,
+      abort: new AbortController(),
+    };
+    state.active = stream;
+    setBusy(view, true);
+    setStreamingUi(true);
+    if (!view.body.firstChild) view.body.append(make("span", "typing", "Waiting for the model…"));
+
+    function loop() {
+      if (stream.finished) return Promise.resolve();
+      return openStream(stream).then(
+        function () {
+          if (stream.finished) return null;
+          // The connection closed before the reply ended: resume after the last event.
+          return reconnect();
+        },
+        function (err) {
+          if (err && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
+            stream.finished = true; // no stream to read (gone, or not ours): ask for the message
+            return null;
+          }
+          return reconnect();
+        }
+      ).then(loop);
+    }
+
+    function reconnect() {
+      stream.attempts += 1;
+      if (stream.attempts > 8) {
+        stream.finished = true;
+        return null;
+      }
+      view.article.classList.add("reconnecting");
+      return sleep(Math.min(250 * Math.pow(2, stream.attempts - 1), 5000));
+    }
+
+    return loop().then(function () {
+      view.article.classList.remove("reconnecting");
+      if (stream.error) {
+        return fetchMessage(id).then(
+          function (message) {
+            if (message.status === "failed" || message.status === "done" || message.status === "cancelled") {
+              renderSettled(view, message);
+            } else {
+              renderFailure(view, { error: stream.error });
+            }
+          },
+          function () { renderFailure(view, { error: stream.error }); }
+        );
+      }
+      return settleFromServer(stream);
+    }).then(function () {
+      var status = view.article.getAttribute("data-status");
+      if (status === "done" || status === "cancelled") {
+        announce("Reply finished. " + view.meta.textContent);
+      } else if (status === "failed") {
+        announce("The reply failed. " + view.body.textContent);
+      }
+    }, function (err) {
+      showError(err instanceof ApiError ? err : new ApiError(0, "network", "The reply could not be loaded."));
+    }).then(function () {
+      if (state.active === stream) state.active = null;
+      setStreamingUi(false);
+    });
+  }
+
+  function stopReply() {
+    var stream = state.active;
+    if (!stream) return;
+    stopButton.disabled = true;
+    announce("Stopping the reply.");
+    api("POST", "/messages/" + stream.id + "/cancel").catch(function (err) {
+      // 409: it finished first; the stream will say how.
+      if (err.status !== 409) { stopButton.disabled = false; showError(err); }
+    });
+  }
+
+  function retryMessage(view, button) {
+    if (state.active || state.sending) {
+      showNotice("Wait for the current reply to finish, or stop it, before retrying.");
+      return;
+    }
+    var id = view.article.getAttribute("data-message-id");
+    button.disabled = true;
+    hideAlert();
+    api("POST", "/messages/" + id + "/retry").then(function (message) {
+      view.actions.replaceChildren();
+      view.meta.replaceChildren();
+      view.body.replaceChildren();
+      view.article.id = "message-" + message.id;
+      view.article.setAttribute("data-message-id", message.id);
+      view.article.setAttribute("data-status", message.status || "queued");
+      streamReply(message.id, view);
+    }, function (err) {
+      button.disabled = false;
+      showError(err);
+    });
+  }
+
+  /* ---------- sending ---------- */
+
+  function titleFrom(text) {
+    var line = text.replace(/\s+/g, " ").trim();
+    return line.length > 60 ? line.slice(0, 57) + "…" : line || "New chat";
+  }
+
+  function ensureConversation(content) {
+    if (state.conversationId) return Promise.resolve(state.conversationId);
+    return api("POST", "/conversations", { title: titleFrom(content) }).then(function (conversation) {
+      var draft = input.value;
+      sessionSet(draftKey(), "");
+      state.conversationId = conversation.id;
+      sessionSet(draftKey(), draft);
+      chatRoot.setAttribute("data-conversation-id", conversation.id);
+      storageSet(modelKey(conversation.id), select.value);
+      history.replaceState(null, "", chatUrl(conversation.id));
+      addConversationItem(conversation);
+      setTitle(conversation.title || titleFrom(content));
+      return conversation.id;
+    });
+  }
+
+  function send() {
+    if (state.sending) return;
+    if (state.active) {
+      showNotice("Wait for this reply to finish, or press Stop, before sending the next message.");
+      return;
+    }
+    var content = input.value.trim();
+    if (!content) {
+      input.focus();
+      return;
+    }
+    var option = select.options[select.selectedIndex];
+    if (!option || option.disabled) {
+      showNotice("Pick an available model first.");
+      select.focus();
+      return;
+    }
+    if (state.attachment && !imagesAllowed()) {
+      showNotice("The selected model cannot read images: remove the image or pick a model that can.");
+      return;
+    }
+    var model = select.value;
+    var attachment = state.attachment;
+    state.sending = true;
+    sendButton.disabled = true;
+    hideAlert();
+    announce("Sending.");
+    ensureConversation(content).then(function (conversationId) {
+      var body = { content: content, model: model };
+      if (attachment) body.attachments = [{ type: "image", url: attachment.dataUrl }];
+      return api("POST", "/conversations/" + conversationId + "/messages", body);
+    }).then(function (message) {
+      // Accepted: only now is the draft cleared.
+      input.value = "";
+      sessionSet(draftKey(), "");
+      clearAttachment();
+      appendUserMessage(content, attachment && attachment.dataUrl);
+      var view = appendAssistantMessage(message);
+      moveConversationToTop(state.conversationId);
+      state.sending = false;
+      sendButton.disabled = false;
+      input.focus();
+      streamReply(message.id, view);
+    }, function (err) {
+      state.sending = false;
+      sendButton.disabled = false;
+      showError(err);
+      input.focus();
+    });
+  }
+
+  /* ---------- the sidebar ---------- */
+
+  function setTitle(title) {
+    titleNode.textContent = title;
+    document.title = title + " · Panels";
+  }
+
+  function itemFor(conversationId) {
+    return list.querySelector('li[data-conversation-id="' + CSS.escape(String(conversationId)) + '"]');
+  }
+
+  function addConversationItem(conversation) {
+    var empty = list.querySelector(".empty-list");
+    if (empty) empty.remove();
+    var template = $("conversation-item-template");
+    var li = template.content.firstElementChild.cloneNode(true);
+    li.setAttribute("data-conversation-id", conversation.id);
+    var link = li.querySelector(".conversation-link");
+    link.href = chatUrl(conversation.id);
+    link.textContent = conversation.title || "New chat";
+    link.setAttribute("aria-current", "page");
+    list.querySelectorAll('[aria-current="page"]').forEach(function (a) { a.removeAttribute("aria-current"); });
+    labelItemButtons(li);
+    list.prepend(li);
+  }
+
+  function moveConversationToTop(conversationId) {
+    var li = itemFor(conversationId);
+    if (li && li !== list.firstElementChild) list.prepend(li);
+  }
+
+  function labelItemButtons(li) {
+    var title = li.querySelector(".conversation-link").textContent;
+    li.querySelector(".rename-button").setAttribute("aria-label", "Rename “" + title + "”");
+    li.querySelector(".delete-button").setAttribute("aria-label", "Delete “" + title + "”");
+  }
+
+  function startRename(li) {
+    var link = li.querySelector(".conversation-link");
+    var old = link.textContent;
+    var renameForm = make("form", "rename-form");
+    var label = make("label", "visually-hidden", "New title");
+    var field = make("input");
+    field.type = "text";
+    field.maxLength = 200;
+    field.value = old;
+    field.required = true;
+    field.id = "rename-" + li.getAttribute("data-conversation-id");
+    label.htmlFor = field.id;
+    renameForm.append(label, field);
+    link.hidden = true;
+    li.classList.add("renaming");
+    li.insertBefore(renameForm, link);
+    field.focus();
+    field.select();
+    var done = false;
+
+    function finish(save) {
+      if (done) return;
+      done = true;
+      var title = field.value.trim();
+      renameForm.remove();
+      link.hidden = false;
+      li.classList.remove("renaming");
+      link.focus();
+      if (!save || !title || title === old) return;
+      var id = li.getAttribute("data-conversation-id");
+      link.textContent = title;
+      api("PATCH", "/conversations/" + id, { title: title }).then(function (conversation) {
+        var saved = (conversation && conversation.title) || title;
+        link.textContent = saved;
+        labelItemButtons(li);
+        if (String(state.conversationId) === String(id)) setTitle(saved);
+        announce("Renamed to " + saved + ".");
+      }, function (err) {
+        link.textContent = old;
+        showError(err);
+      });
+    }
+
+    renameForm.addEventListener("submit", function (e) { e.preventDefault(); finish(true); });
+    field.addEventListener("keydown", function (e) {
+      if (e.key === "Escape") { e.preventDefault(); finish(false); }
+    });
+    field.addEventListener("blur", function () { finish(true); });
+  }
+
+  function confirmDelete(li) {
+    var title = li.querySelector(".conversation-link").textContent;
+    $("delete-dialog-title-text").textContent = title;
+    deleteDialog.returnValue = "";
+    deleteDialog.onclose = function () {
+      if (deleteDialog.returnValue !== "delete") {
+        li.querySelector(".delete-button").focus();
+        return;
+      }
+      var id = li.getAttribute("data-conversation-id");
+      api("DELETE", "/conversations/" + id).then(function () {
+        storageSet(modelKey(id), "");
+        if (String(state.conversationId) === String(id)) {
+          window.location.assign(config.new_chat_url);
+          return;
+        }
+        var next = li.nextElementSibling || li.previousElementSibling;
+        li.remove();
+        announce("Deleted “" + title + "”.");
+        var focusTarget = next && next.querySelector(".conversation-link");
+        (focusTarget || $("new-chat")).focus();
+      }, function (err) {
+        showError(err);
+        li.querySelector(".delete-button").focus();
+      });
+    };
+    deleteDialog.showModal();
+    $("delete-cancel").focus();
+  }
+
+  function setSidebar(open) {
+    chatRoot.classList.toggle("sidebar-open", open);
+    $("sidebar-backdrop").hidden = !open;
+    sidebarToggle.setAttribute("aria-expanded", open ? "true" : "false");
+    if (open) {
+      var first = $("chat-sidebar").querySelector("a, button");
+      if (first) first.focus();
+    }
+  }
+
+  /* ---------- wiring ---------- */
+
+  form.addEventListener("submit", function (e) { e.preventDefault(); send(); });
+  input.addEventListener("keydown", function (e) {
+    if (e.key === "Enter" && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey && !e.isComposing) {
+      e.preventDefault();
+      send();
+    }
+  });
+  input.addEventListener("input", function () { sessionSet(draftKey(), input.value); });
+  select.addEventListener("change", onModelChange);
+  stopButton.addEventListener("click", stopReply);
+  attachButton.addEventListener("click", function () { attachInput.click(); });
+  attachInput.addEventListener("change", onAttach);
+  sidebarToggle.addEventListener("click", function () {
+    setSidebar(!chatRoot.classList.contains("sidebar-open"));
+  });
+  $("sidebar-backdrop").addEventListener("click", function () {
+    setSidebar(false);
+    sidebarToggle.focus();
+  });
+  document.addEventListener("keydown", function (e) {
+    if (e.key === "Escape" && chatRoot.classList.contains("sidebar-open")) {
+      setSidebar(false);
+      sidebarToggle.focus();
+    }
+  });
+  list.addEventListener("click", function (e) {
+    var button = e.target.closest("button");
+    if (!button) return;
+    var li = button.closest("li[data-conversation-id]");
+    if (!li) return;
+    if (button.classList.contains("rename-button")) startRename(li);
+    else if (button.classList.contains("delete-button")) confirmDelete(li);
+  });
+  deleteDialog.addEventListener("click", function (e) {
+    var button = e.target.closest("button[value]");
+    if (button) {
+      e.preventDefault();
+      deleteDialog.close(button.value);
+    }
+  });
+  log.querySelectorAll(".retry-button").forEach(function (button) {
+    button.addEventListener("click", function () {
+      retryMessage(viewFor(button.closest("article")), button);
+    });
+  });
+
+  restoreModel();
+  var draft = sessionGet(draftKey());
+  if (draft && !input.value) input.value = draft;
+
+  // A reply still being written when the page loaded (a reload mid-stream): resume it.
+  var pending = log.querySelector('article.msg-assistant[data-status="queued"], article.msg-assistant[data-status="streaming"]');
+  if (pending) {
+    streamReply(pending.getAttribute("data-message-id"), viewFor(pending));
+  }
+
+  var target = window.location.hash && document.getElementById(window.location.hash.slice(1));
+  if (target && log.contains(target)) {
+    target.scrollIntoView({ block: "center" });
+    target.classList.add("highlight");
+  } else {
+    scrollToBottom();
+  }
+  chatRoot.classList.add("ready");
+})();
