@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from chat import services, streams
 from chat.errors import ChatError
+from chat.markdown import render_markdown
 from chat.models import Message
 from chat.selectors import (
     conversation_messages,
@@ -90,12 +91,22 @@ class MessageOutputSerializer(serializers.Serializer):
     retry_of = serializers.IntegerField(source="retry_of_id", allow_null=True)
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
+    html = serializers.SerializerMethodField(
+        help_text="A settled reply as sanitised HTML (its Markdown rendered on the server); "
+        "null for a user message or a reply still streaming."
+    )
 
     @extend_schema_field(ErrorOutputSerializer(allow_null=True))
     def get_error(self, message: Message) -> dict | None:
         if not message.error_code:
             return None
         return {"code": message.error_code, "message": message.error_message}
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_html(self, message: Message) -> str | None:
+        if message.role != Message.Role.ASSISTANT or message.status == Message.Status.STREAMING:
+            return None
+        return render_markdown(message.content)
 
     def to_representation(self, message: Message) -> dict:
         data = super().to_representation(message)
