@@ -212,3 +212,44 @@ def test_done_page_credits_once_then_the_webhook_does_nothing(
     assert {c["path"] for c in fake.calls("GET", "/v1/checkout/sessions/")} == {
         f"/v1/checkout/sessions/{topup.checkout_session_id}"
     }
+
+
+def test_done_page_refuses_a_session_that_does_not_match_its_topup(fake: FakeStripe, alice_client: Client) -> None:
+    alice_client.post("/wallet/topup/", {"amount_usd": "5"})
+    topup = Topup.objects.get()
+    fake.mark_paid(topup.checkout_session_id)
+    fake.sessions[topup.checkout_session_id]["amount_total"] = 100
+
+    response = alice_client.get(f"/wallet/topup/{topup.pk}/done/")
+
+    assert response.status_code == 200
+    assert b"does not match the top-up" in response.content
+    assert entry_count() == 0
+
+
+@pytest.mark.money
+def test_no_transaction_is_open_while_stripe_is_called(transactional_db, fake: FakeStripe, alice, monkeypatch) -> None:
+    from django.db import connection
+
+    from wallet import stripe_client
+
+    seen: list[tuple[str, bool]] = []
+    for name in ("checkout_session_create", "checkout_session_retrieve", "payment_info"):
+        real = getattr(stripe_client, name)
+
+        def watched(*args, _real=real, _name=name, **kwargs):
+            seen.append((_name, connection.in_atomic_block))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(stripe_client, name, watched)
+    client = Client()
+    client.force_login(alice)
+
+    client.post("/wallet/topup/", {"amount_usd": "5"})
+    topup = Topup.objects.get()
+    fake.mark_paid(topup.checkout_session_id)
+    client.get(f"/wallet/topup/{topup.pk}/done/")
+
+    assert [name for name, _ in seen] == ["checkout_session_create", "checkout_session_retrieve", "payment_info"]
+    assert not any(in_atomic for _, in_atomic in seen)
+    assert balance(alice) == FIVE_DOLLARS

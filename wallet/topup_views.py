@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -22,12 +25,15 @@ from wallet.services import credits_for_cents
 from wallet.topups import (
     PACKS_USD,
     TopupAmountInvalid,
+    TopupMismatch,
     topup_amount_cents,
     topup_create,
     topup_fetch_receipt,
     topup_fulfil,
     topup_fulfil_session,
 )
+
+log = logging.getLogger(__name__)
 
 
 class TopupThrottle(UserRateThrottle):
@@ -152,7 +158,11 @@ def topup_done(request: HttpRequest, topup_id: int) -> HttpResponse:
         else:
             if session.payment_status == "paid" or session.status == "complete":
                 # Paid: credit. Complete but unpaid (a bank debit clearing): mark it processing.
-                topup_fulfil_session(session=session)
+                try:
+                    topup_fulfil_session(session=session)
+                except TopupMismatch:
+                    log.error("paid session does not match its top-up", extra={"topup_id": item.pk})
+                    problem = "This payment does not match the top-up, so nothing was added. Please contact support."
     item.refresh_from_db()
     topup_fetch_receipt(topup=item)
     return render(
@@ -180,6 +190,15 @@ class TopupCreateApi(APIView):
 
     serializer_class = InputSerializer
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: OutputSerializer,
+            400: OpenApiResponse(description="The amount is missing, outside $1 to $1,000, or has fractions of a cent"),
+            429: OpenApiResponse(description="Too many top-ups started; try again shortly"),
+            503: OpenApiResponse(description="Stripe could not open a checkout; nothing was charged"),
+        },
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
