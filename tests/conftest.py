@@ -15,6 +15,21 @@ def django_db_setup(django_db_setup, django_db_blocker):
         call_command("load_catalog", verbosity=0)
 
 
+_DB_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequences"}
+
+
+@pytest.fixture(autouse=True)
+def _catalog(request):
+    # A transactional test empties every table when it ends, the catalog included;
+    # reload it for each test that uses the database.
+    if _DB_FIXTURES & set(request.fixturenames) or request.node.get_closest_marker("django_db"):
+        from chat.models import ModelSpec
+
+        if not ModelSpec.objects.exists():
+            call_command("load_catalog", verbosity=0)
+    yield
+
+
 def make_user(email: str, password: str = "correct horse battery staple", verified: bool = True):
     from allauth.account.models import EmailAddress
     from django.contrib.auth import get_user_model
