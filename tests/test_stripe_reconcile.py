@@ -13,7 +13,8 @@ from tests.fakes.stripe_api import FakeStripe
 from tests.stripe_helpers import balance, entry_count, open_topup, stripe_settings
 from wallet.models import Topup
 
-pytestmark = pytest.mark.money
+# django_db: the database is set up before any autouse fixture that reads it.
+pytestmark = [pytest.mark.money, pytest.mark.django_db]
 
 
 @pytest.fixture

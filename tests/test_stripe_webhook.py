@@ -25,6 +25,9 @@ from tests.stripe_helpers import (
 from wallet import stripe_client
 from wallet.models import Entry, StripeEvent, Topup
 
+# The database is set up before any autouse fixture that reads it.
+pytestmark = pytest.mark.django_db
+
 FIVE_DOLLARS = 10_000_000
 
 

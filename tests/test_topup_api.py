@@ -14,6 +14,9 @@ from tests.stripe_helpers import stripe_settings
 from wallet.models import Topup
 from wallet.topup_views import TopupThrottle
 
+# The database is set up before any autouse fixture that reads it.
+pytestmark = pytest.mark.django_db
+
 URL = "/api/v1/topups"
 
 

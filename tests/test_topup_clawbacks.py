@@ -14,7 +14,8 @@ from wallet.errors import WalletFrozen
 from wallet.models import Account, Entry, Shortfall, Topup
 from wallet.services import wallet_for_user, wallet_hold, wallet_post
 
-pytestmark = pytest.mark.money
+# django_db: the database is set up before any autouse fixture that reads it.
+pytestmark = [pytest.mark.money, pytest.mark.django_db]
 
 FIVE_DOLLARS = 10_000_000
 PER_CENT = 20_000

@@ -13,6 +13,9 @@ from tests.stripe_helpers import balance, entry_count, event, post_event, stripe
 from wallet.models import Entry, Topup
 from wallet.topup_views import TopupThrottle
 
+# The database is set up before any autouse fixture that reads it.
+pytestmark = pytest.mark.django_db
+
 FIVE_DOLLARS = 10_000_000
 
 
