@@ -6,6 +6,7 @@ Import the fixtures into a test module (`from tests.e2e_servers import demo_serv
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -72,16 +73,11 @@ def _wait_for_worker(worker: Worker, timeout: float = 45.0) -> None:
     raise RuntimeError(f"the Celery worker did not report in within {timeout:.0f} s:\n{worker.log_tail()}")
 
 
-@pytest.fixture(scope="module")
-def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Worker]:
+def start_worker(*, database_url: str, log_dir: Path, queue: str | None = None) -> Worker:
     """A real worker (threads pool) on a queue of its own, sharing the test database and Redis."""
-    from panels.celery import app as celery_app
-
-    with django_db_blocker.unblock():
-        database_url = test_database_url()
-    queue = f"test-chat-{uuid.uuid4().hex[:10]}"
+    queue = queue or f"test-chat-{uuid.uuid4().hex[:10]}"
     hostname = f"{queue}@localhost"
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    log_path = log_dir / f"{queue}.log"
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -116,20 +112,48 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Itera
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
     worker = Worker(queue=queue, hostname=hostname, process=process, log_path=log_path)
-    previous_queue = celery_app.conf.task_default_queue
     try:
         _wait_for_worker(worker)
-        celery_app.conf.task_default_queue = queue
-        yield worker
+    except BaseException:
+        stop_worker(worker)
+        raise
+    return worker
+
+
+def stop_worker(worker: Worker) -> None:
+    process = worker.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def tasks_routed_to(queue: str) -> Iterator[None]:
+    """Send tasks published by this process to `queue` (each test worker has its own)."""
+    from panels.celery import app as celery_app
+
+    previous = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = queue
+    try:
+        yield
     finally:
-        celery_app.conf.task_default_queue = previous_queue
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        celery_app.conf.task_default_queue = previous
+
+
+@pytest.fixture(scope="module")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Worker]:
+    with django_db_blocker.unblock():
+        database_url = test_database_url()
+    worker = start_worker(database_url=database_url, log_dir=tmp_path_factory.mktemp("worker"))
+    try:
+        with tasks_routed_to(worker.queue):
+            yield worker
+    finally:
+        stop_worker(worker)
 
 
 # --- server-sent events -------------------------------------------------------------

@@ -20,6 +20,8 @@ from tests.wallet_helpers import funded_wallet
 from wallet.models import Account, Entry, Hold
 from wallet.services import cost_in_credits, wallet_freeze
 
+pytestmark = pytest.mark.django_db
+
 PNG = (
     "data:image/png;base64,"
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="

@@ -3,6 +3,8 @@ demo model server over HTTP, the real Redis, and the reply read as server-sent e
 
 from __future__ import annotations
 
+import datetime as dt
+import signal
 import threading
 import time
 import uuid
@@ -10,10 +12,12 @@ import uuid
 import pytest
 from rest_framework.test import APIClient
 
+from chat import services
 from chat.demo_server import estimate_prompt_tokens
 from chat.models import Conversation, Message, ModelSpec
 from chat.tokens import REPLY_PRIMING_TOKENS, estimate_message_tokens, estimate_output_tokens
 from tests.conftest import make_user
+from tests.conftest import test_database_url as database_url
 from tests.e2e_servers import (  # noqa: F401
     Event,
     celery_worker,
@@ -21,12 +25,15 @@ from tests.e2e_servers import (  # noqa: F401
     demo_server,
     parse_events,
     read_until_end,
+    start_worker,
+    stop_worker,
+    tasks_routed_to,
     text_of,
 )
 from tests.wallet_helpers import funded_wallet
 from wallet.models import Account, Entry, Hold
 from wallet.selectors import ledger_audit
-from wallet.services import cost_in_credits
+from wallet.services import cost_in_credits, holds_expire
 
 pytestmark = [pytest.mark.money, pytest.mark.django_db(transaction=True)]
 
@@ -280,3 +287,35 @@ def test_script_in_model_output_is_stored_as_text(api, conversation):
     assert message["Content-Type"] == "application/json"
     assert message.json()["content"] == payload
     assert Message.objects.get(pk=reply_id).content == payload
+
+
+def test_a_worker_killed_mid_reply_leaves_nothing_held_and_nothing_charged(api, conversation, tmp_path):
+    doomed = start_worker(database_url=database_url(), log_dir=tmp_path)
+    try:
+        with tasks_routed_to(doomed.queue):
+            reply_id = send(api, conversation, "[demo:tokens=400][demo:tps=30] a long one").json()["id"]
+        events = parse_events(open_stream(api, reply_id).streaming_content)
+        seen = [next(events) for _ in range(3)]
+        doomed.process.send_signal(signal.SIGKILL)
+        doomed.process.wait(timeout=10)
+    finally:
+        stop_worker(doomed)
+
+    message = Message.objects.get(pk=reply_id)
+    assert message.status == "streaming" and message.hold.status == Hold.Status.PENDING
+    # The task is delivered again (acks_late): the reply is no longer queued, so it does nothing.
+    services.message_run(message_id=reply_id)
+    assert Message.objects.get(pk=reply_id).status == "streaming"
+
+    # Once the hold's time limit passes, the worker's periodic sweep ends both.
+    later = message.hold.expires_at + dt.timedelta(seconds=1)
+    assert holds_expire(now=later) == 1
+    assert services.messages_fail_stale(now=later) == 1
+    seen += read_until_end(events)
+    assert seen[-1].kind == "error" and seen[-1].data["code"] == "expired"
+    message.refresh_from_db()
+    assert message.status == "failed" and message.cost == 0
+    assert message.hold.status == Hold.Status.EXPIRED
+    assert wallet(api)["balance"] == START and wallet(api)["held"] == 0
+    assert not Entry.objects.filter(reference=f"message:{reply_id}").exists()
+    assert ledger_audit() == []

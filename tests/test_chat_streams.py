@@ -1,0 +1,118 @@
+"""Reply streams in Redis: event ids, resume after Last-Event-ID, expiry, the async reader."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from chat import streams
+from chat.models import Conversation, Message
+from panels.redis_client import get_redis
+from tests.e2e_servers import parse_events, read_until_end, text_of
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def reply(alice) -> Message:
+    conversation = Conversation.objects.create(user=alice)
+    return Message.objects.create(conversation=conversation, role="assistant", status="streaming")
+
+
+def write(reply: Message, *parts: str, end: str | None = "done") -> streams.ReplyWriter:
+    writer = streams.ReplyWriter(reply)
+    for part in parts:
+        writer.delta(part)
+    if end == "done":
+        writer.terminal("done", {"status": "done", "cost": 3})
+    elif end == "error":
+        writer.terminal("error", {"code": "x", "message": "y"})
+    return writer
+
+
+def events(reply: Message, after: str = "0-0") -> list:
+    return read_until_end(parse_events(streams.sse_events(reply, after=after)))
+
+
+def test_each_delta_is_named_by_the_characters_so_far(reply):
+    write(reply, "Hel", "lo, ", "world")
+    seen = events(reply)
+    assert [(e.id, e.kind) for e in seen] == [("3-0", "delta"), ("7-0", "delta"), ("12-0", "delta"), ("12-1", "done")]
+    assert text_of(seen) == "Hello, world"
+    assert seen[-1].data == {"status": "done", "cost": 3}
+
+
+def test_a_reader_resumes_after_the_last_event_it_saw(reply):
+    write(reply, "one ", "two ", "three")
+    assert text_of(events(reply, after="4-0")) == "two three"
+    assert text_of(events(reply, after="8-0")) == "three"
+
+
+def test_a_reader_past_the_end_gets_only_the_end(reply):
+    write(reply, "done")
+    assert [(e.kind, e.id) for e in events(reply, after="4-1")] == [("done", "4-1")]
+
+
+def test_the_stream_expires(reply, settings):
+    settings.REPLY_STREAM_TTL_SECONDS = 120
+    write(reply, "x")
+    ttl = get_redis().ttl(streams.stream_key(reply))
+    assert 0 < ttl <= 120
+
+
+def test_a_stream_key_is_unique_to_the_message_row(reply):
+    other = Message(pk=reply.pk, conversation=reply.conversation, role="assistant")
+    assert streams.stream_key(other) != streams.stream_key(reply)  # same id, another creation time
+    assert streams.stream_key(reply) == streams.stream_key(Message.objects.get(pk=reply.pk))
+
+
+def test_a_live_reader_gets_events_as_they_are_written(reply):
+    import threading
+
+    def later() -> None:
+        import time
+
+        time.sleep(0.2)
+        write(reply, "late ", "text")
+
+    threading.Thread(target=later).start()
+    assert text_of(events(reply)) == "late text"
+
+
+def test_the_sweeps_terminal_event_follows_the_workers_deltas(reply):
+    write(reply, "partial", end=None)
+    streams.append_terminal(reply, "error", {"code": "expired", "message": "stopped"})
+    seen = events(reply)
+    assert [e.kind for e in seen] == ["delta", "error"]
+
+
+def test_cancel_requests_are_seen_through_redis(reply):
+    assert streams.cancel_requested(reply) is False
+    streams.request_cancel(reply)
+    assert streams.cancel_requested(reply) is True
+
+
+def test_partial_text_reads_the_deltas(reply):
+    write(reply, "so ", "far", end=None)
+    assert streams.partial_text(reply) == "so far"
+
+
+def test_a_writer_survives_redis_being_unreachable(reply, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"
+    writer = streams.ReplyWriter(reply)
+    writer.delta("lost")  # logged, not raised: the database keeps the reply
+    assert writer.broken and writer.offset == 4
+
+
+def test_the_async_reader_matches_the_sync_one(reply):
+    write(reply, "async ", "reader")
+
+    async def collect() -> list[bytes]:
+        return [frame async for frame in streams.sse_events_async(reply, after="6-0")]
+
+    frames = asyncio.run(collect())
+    seen = read_until_end(parse_events(frames))
+    assert text_of(seen) == "reader" and seen[-1].kind == "done"
+    assert json.loads(frames[-1].split(b"data: ")[1]) == {"status": "done", "cost": 3}
