@@ -283,3 +283,38 @@ def test_a_reply_settled_after_the_sweep_failed_it_charges_nothing(conversation)
     assert reply.status == Message.Status.FAILED
     assert balance(conversation.user) == START
     assert ledger_audit() == []
+
+
+def test_no_transaction_is_open_while_the_model_is_called(conversation, monkeypatch):
+    from django.db import connection
+
+    from chat import providers
+
+    real = providers.chat_stream
+    seen: list[bool] = []
+
+    def watched(**kwargs):
+        seen.append(connection.in_atomic_block)
+        return real(**kwargs)
+
+    monkeypatch.setattr(providers, "chat_stream", watched)
+    reply = send(conversation, "[demo:tokens=3] hi")
+    services.message_run(message_id=reply.pk)
+    assert seen == [False]
+    assert Message.objects.get(pk=reply.pk).status == Message.Status.DONE
+
+
+def test_the_workers_background_loop_runs_the_stale_reply_sweep(monkeypatch, settings):
+    from panels import heartbeat
+
+    settings.CELERY_BEAT_SCHEDULE_SECONDS = 0
+    swept = threading.Event()
+    monkeypatch.setattr(services, "messages_fail_stale", lambda: swept.set() or 0)
+    stop = threading.Event()
+    loop = threading.Thread(target=heartbeat._loop, args=(f"test-{uuid.uuid4().hex}", stop))
+    loop.start()
+    try:
+        assert swept.wait(10)
+    finally:
+        stop.set()
+        loop.join(timeout=10)
