@@ -25,6 +25,8 @@ def _catalog(request):
     if _DB_FIXTURES & set(request.fixturenames) or request.node.get_closest_marker("django_db"):
         from chat.models import ModelSpec
 
+        request.getfixturevalue("_django_db_helper")  # the database first, as the test asked for it
+
         if not ModelSpec.objects.exists():
             call_command("load_catalog", verbosity=0)
     yield
