@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from chat import api
+from chat import api, route_api
 
 urlpatterns = [
     path("models", api.ModelListApi.as_view(), name="api_models"),
@@ -13,4 +13,5 @@ urlpatterns = [
     path("messages/<int:message_id>/stream", api.MessageStreamApi.as_view(), name="api_message_stream"),
     path("messages/<int:message_id>/cancel", api.MessageCancelApi.as_view(), name="api_message_cancel"),
     path("messages/<int:message_id>/retry", api.MessageRetryApi.as_view(), name="api_message_retry"),
+    path("route", route_api.RouteCreateApi.as_view(), name="api_route"),
 ]

@@ -24,8 +24,8 @@ from django.utils import timezone
 from chat import providers, streams
 from chat.errors import Conflict, InvalidMessage, ModelUnavailable, ServiceUnavailable
 from chat.models import Conversation, Message, ModelSpec
-from chat.router import CHEAP, FLAGSHIP, route_decide
-from chat.selectors import messages_running, models_catalog
+from chat.routing import route_for_message
+from chat.selectors import messages_running
 from chat.tokens import REPLY_PRIMING_TOKENS, estimate_message_tokens, estimate_output_tokens
 from wallet.errors import HoldNotPending
 from wallet.models import Hold
@@ -35,7 +35,6 @@ from wallet.services import cost_in_credits, wallet_for_user, wallet_hold, walle
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
-DEFAULT_FOR_TIER = {CHEAP: "gpt-4o-mini", FLAGSHIP: "gpt-4o"}
 TITLE_CHARS = 60
 MAX_ATTACHMENTS = 4
 _IMAGE_DATA_URL = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=\s]+$")
@@ -110,34 +109,11 @@ def _history(conversation: Conversation) -> list[Message]:
     ]
 
 
-def _pick_tier(candidates: list[ModelSpec], tier: str) -> ModelSpec | None:
-    in_tier = [m for m in candidates if m.tier == tier and not m.is_demo]
-    in_tier.sort(key=lambda m: (m.slug != DEFAULT_FOR_TIER.get(tier), m.sort_order, m.name))
-    return in_tier[0] if in_tier else None
-
-
 def _resolve_model(requested: str, *, content: str, history: list[Message], images: bool) -> tuple[ModelSpec, str]:
     """A concrete model for what the user picked, and for Auto the line that says why."""
     if requested == AUTO:
-        decision = route_decide(
-            content=content,
-            history_chars=sum(len(m.content) for m in history),
-            history_messages=len(history),
-            has_code_history=any("```" in m.content for m in history),
-        )
-        candidates = [m for m in models_catalog() if m.available and (m.image_input or not images)]
-        other = FLAGSHIP if decision.tier == CHEAP else CHEAP
-        spec = _pick_tier(candidates, decision.tier)
-        note = ""
-        if spec is None:
-            spec = _pick_tier(candidates, other)
-            note = f" (no {decision.tier}-tier model is available)"
-        if spec is None:
-            spec = next((m for m in candidates if m.is_demo), None)
-            note = " (no provider key is set, so the demo model answers)"
-        if spec is None:
-            raise ModelUnavailable("No model is available for Auto right now.")
-        return spec, f"Auto -> {spec.name}: {decision.reason}{note}"[:300]
+        route = route_for_message(content=content, history=[m.content for m in history], images=images)
+        return route.spec, route.reason
     spec = ModelSpec.objects.filter(slug=requested).first()
     if spec is None or not spec.enabled:
         raise InvalidMessage(f"There is no model called {requested!r}.", code="unknown_model")

@@ -216,6 +216,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "send": envstr("RATE_SEND", "60/min"),
         "topup": envstr("RATE_TOPUP", "20/min"),
+        "route": envstr("RATE_ROUTE", "600/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -243,6 +244,9 @@ DEMO_MODEL_URL = envstr("DEMO_MODEL_URL", "http://127.0.0.1:8100/v1")
 MODEL_TIMEOUT_SECONDS = envint("MODEL_TIMEOUT_SECONDS", 120)
 MODEL_FIRST_TOKEN_RETRIES = envint("MODEL_FIRST_TOKEN_RETRIES", 3)
 REPLY_STREAM_TTL_SECONDS = envint("REPLY_STREAM_TTL_SECONDS", 3600)
+# Auto: the catalog slugs its cheap and flagship tiers resolve to.
+AUTO_CHEAP_MODEL = envstr("AUTO_CHEAP_MODEL", "gpt-4o-mini")
+AUTO_FLAGSHIP_MODEL = envstr("AUTO_FLAGSHIP_MODEL", "gpt-4o")
 
 # Celery: money tasks are acknowledged late and idempotent by message id.
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", REDIS_URL)
