@@ -81,6 +81,36 @@ def open_page(browser, *, width: int = 1280, height: int = 800):
     return page
 
 
+# Records every text a streaming reply shows, as it changes (installed before the page's
+# own script runs, and again after a reload).
+RECORD_STREAM = """
+window.__streamTexts = [];
+document.addEventListener("DOMContentLoaded", () => {
+  const log = document.getElementById("chat-log");
+  if (!log) return;
+  new MutationObserver(() => {
+    for (const body of document.querySelectorAll("article.msg-assistant.streaming .msg-body")) {
+      const texts = window.__streamTexts;
+      if (body.querySelector(".typing")) continue;
+      if (texts[texts.length - 1] !== body.textContent) texts.push(body.textContent);
+    }
+  }).observe(log, { subtree: true, childList: true, characterData: true });
+});
+"""
+
+
+def streamed_texts(page) -> list[str]:
+    return [t for t in page.evaluate("window.__streamTexts") if t]
+
+
+def assert_streamed_exactly(texts: list[str], content: str) -> None:
+    """Each text shown was a prefix of the reply (nothing repeated), and all of it arrived."""
+    assert texts, "nothing was streamed"
+    for text in texts:
+        assert content.startswith(text), (text, content)
+    assert texts[-1] == content
+
+
 def log_in(page, live_server, email: str = EMAIL) -> None:
     page.goto(live_server.url + "/accounts/login/")
     page.get_by_label("Email").fill(email)
@@ -249,6 +279,7 @@ def test_model_output_with_markup_is_shown_inert(browser, live_server) -> None:
 def test_reload_mid_stream_resumes_the_reply_without_losing_or_repeating_text(browser, live_server) -> None:
     orm(lambda: funded_wallet(make_user(EMAIL, password=PASSWORD), 2_000_000))
     page = open_page(browser)
+    page.add_init_script(RECORD_STREAM)
     log_in(page, live_server)
     page.goto(live_server.url + "/chat/")
     page.get_by_label("Model").select_option("demo")
@@ -264,14 +295,11 @@ def test_reload_mid_stream_resumes_the_reply_without_losing_or_repeating_text(br
     assert reply.get_attribute("data-status") in RUNNING
     # The model choice is remembered for this conversation.
     assert page.get_by_label("Model").input_value() == "demo"
-    samples = watch_stream(page, reply)
     settled(reply)
     content = orm(lambda: Message.objects.get(pk=message_id).content)
     assert len(content.split()) == 60
-    streamed = [s for s in samples if s and "Waiting for the model" not in s]
-    assert streamed, samples
-    for sample in streamed:
-        assert content.startswith(sample), (sample, content)
+    # After the reload the stream started over from its first event: the whole reply, once.
+    assert_streamed_exactly(streamed_texts(page), content)
     assert reply.get_attribute("data-status") == "done"
     assert not page.problems, page.problems
 
@@ -334,12 +362,21 @@ def test_too_few_credits_explains_and_links_to_top_up_keeping_the_draft(browser,
     log_in(page, live_server)
     page.goto(live_server.url + "/chat/")
     page.get_by_label("Model").select_option("demo")
-    send_with_enter(page, "Hello with an empty wallet")
+    box = page.get_by_label("Message")
+    # Shift+Enter is a new line, not a send.
+    box.fill("Hello with")
+    box.press("Shift+Enter")
+    box.press_sequentially("an empty wallet")
+    assert box.input_value() == "Hello with\nan empty wallet"
+    assert page.locator("article.msg").count() == 0
+    box.press("Enter")
     alert = page.get_by_role("alert")
     alert.get_by_role("link", name="Top up your wallet").wait_for()
-    assert "Not enough credits" in alert.inner_text()
+    assert re.search(r"Not enough credits: this message can cost up to [\d,]+ credits", alert.inner_text())
+    assert "your wallet has 0 available" in alert.inner_text()
     assert alert.get_by_role("link", name="Top up your wallet").get_attribute("href") == "/wallet/topup/"
-    assert page.get_by_label("Message").input_value() == "Hello with an empty wallet"
+    assert box.input_value() == "Hello with\nan empty wallet"
+    assert box.evaluate("el => el === document.activeElement")
     assert page.locator("article.msg").count() == 0
     assert orm(lambda: Message.objects.count()) == 0
     # 402 is an expected answer here; the browser logs it as a failed resource load.
@@ -433,3 +470,78 @@ def test_image_attachment_only_for_models_that_read_images(browser, live_server)
     page.reload()
     assert page.locator("article.msg-user img.msg-image").count() == 1
     assert not page.problems, page.problems
+
+
+def test_a_dropped_stream_resumes_after_the_last_event_seen(browser, live_server) -> None:
+    orm(lambda: funded_wallet(make_user(EMAIL, password=PASSWORD), 2_000_000))
+    page = open_page(browser)
+    page.add_init_script(RECORD_STREAM)
+    log_in(page, live_server)
+    page.goto(live_server.url + "/chat/")
+    page.get_by_label("Model").select_option("demo")
+    asked_after: list[str | None] = []
+    kept_ids: list[str] = []
+
+    def cut_the_first_connection(route) -> None:
+        asked_after.append(route.request.headers.get("last-event-id"))
+        if len(asked_after) > 1:
+            route.continue_()
+            return
+        # The first connection delivers three deltas, then drops (no done event).
+        frames = route.fetch().text().split("\n\n")
+        deltas = [f for f in frames if "event: delta" in f][:3]
+        kept_ids.extend(re.search(r"^id: (\S+)$", f, re.M).group(1) for f in deltas)
+        route.fulfill(status=200, content_type="text/event-stream", body="\n\n".join(deltas) + "\n\n")
+
+    page.route(re.compile(r"/api/v1/messages/\d+/stream$"), cut_the_first_connection)
+    send_with_enter(page, "Keep going [demo:tokens=30] [demo:tps=30]")
+    reply = last_reply(page)
+    settled(reply)
+    # The browser came back asking for what followed the third event, and got exactly that.
+    assert asked_after[0] is None and asked_after[1] == kept_ids[-1]
+    message_id = int(reply.get_attribute("data-message-id"))
+    content = orm(lambda: Message.objects.get(pk=message_id).content)
+    assert_streamed_exactly(streamed_texts(page), content)
+    assert reply.get_attribute("data-status") == "done"
+    assert not page.problems, page.problems
+
+
+def test_network_and_server_errors_and_a_frozen_wallet_keep_the_draft(browser, live_server) -> None:
+    from wallet.services import wallet_freeze
+
+    account = orm(lambda: funded_wallet(make_user(EMAIL, password=PASSWORD), 2_000_000))
+    page = open_page(browser)
+    log_in(page, live_server)
+    page.goto(live_server.url + "/chat/")
+    page.get_by_label("Model").select_option("demo")
+    box = page.get_by_label("Message")
+    send_url = re.compile(r"/api/v1/conversations/\d+/messages$")
+
+    page.route(send_url, lambda route: route.abort("internetdisconnected"))
+    send_with_enter(page, "First try")
+    alert = page.get_by_role("alert")
+    alert.wait_for()
+    assert "Could not reach Panels" in alert.inner_text()
+    assert box.input_value() == "First try"
+    page.unroute(send_url)
+
+    page.route(
+        send_url,
+        lambda route: route.fulfill(status=500, content_type="text/html", body="<h1>Server Error (500)</h1>"),
+    )
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_function("() => document.getElementById('chat-alert').textContent.includes('error 500')")
+    assert "Your message was not sent and is still in the box" in alert.inner_text()
+    assert box.input_value() == "First try"
+    page.unroute(send_url)
+
+    orm(lambda: wallet_freeze(account=account, reason="a disputed payment"))
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_function("() => document.getElementById('chat-alert').textContent.includes('frozen')")
+    assert "a disputed payment" in alert.inner_text()
+    assert box.input_value() == "First try"
+    assert page.locator("article.msg").count() == 0
+    # Dismissing the message hands the focus back to the box.
+    alert.get_by_role("button", name="Dismiss").click()
+    assert not alert.is_visible()
+    assert box.evaluate("el => el === document.activeElement")

@@ -230,3 +230,12 @@ def test_message_api_gives_a_settled_reply_as_sanitised_html(alice_client, alice
     assert alice_client.get(f"/api/v1/messages/{user_message.pk}").json()["html"] is None
     streaming = reply_in(conversation, status=Message.Status.STREAMING, content="")
     assert alice_client.get(f"/api/v1/messages/{streaming.pk}").json()["html"] is None
+
+
+def test_a_frozen_wallet_is_explained_on_the_page(alice_client, alice) -> None:
+    from tests.wallet_helpers import funded_wallet
+    from wallet.services import wallet_freeze
+
+    wallet_freeze(account=funded_wallet(alice, 1000), reason="a disputed payment")
+    html = alice_client.get(reverse("chat")).content.decode()
+    assert "Your wallet is frozen: a disputed payment. New messages are paused" in html

@@ -125,9 +125,16 @@
   function describeError(err, box) {
     var text = make("p", "alert-text");
     if (err.code === "insufficient_credits") {
-      text.append("Not enough credits for this message. " + (err.message || "") + " ");
+      var needed = err.detail.needed;
+      var available = err.detail.available;
+      if (typeof needed === "number" && typeof available === "number") {
+        text.append("Not enough credits: this message can cost up to " + formatInt(needed) +
+          " credits (" + formatUsd(needed) + ") and your wallet has " + formatInt(available) + " available. ");
+      } else {
+        text.append((err.message || "Not enough credits for this message.") + " ");
+      }
       var link = make("a", "alert-link", "Top up your wallet");
-      link.href = config.topup_url;
+      link.href = err.detail.topup_url || config.topup_url;
       text.append(link);
     } else if (err.code === "wallet_frozen") {
       text.textContent = (err.message || "Your wallet is frozen.") +
@@ -840,7 +847,12 @@
     $("delete-cancel").focus();
   }
 
+  var sidebarTimer = null;
+
   function setSidebar(open) {
+    chatRoot.classList.add("sidebar-animating");
+    clearTimeout(sidebarTimer);
+    sidebarTimer = setTimeout(function () { chatRoot.classList.remove("sidebar-animating"); }, 300);
     chatRoot.classList.toggle("sidebar-open", open);
     $("sidebar-backdrop").hidden = !open;
     sidebarToggle.setAttribute("aria-expanded", open ? "true" : "false");
