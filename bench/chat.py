@@ -1,0 +1,270 @@
+"""Chat benchmark against the demo model server, through the HTTP API and SSE.
+
+    bash bench/chat.sh     # starts PostgreSQL, Redis, the demo server, a worker and the web server
+
+Prints:
+1. the latency Panels adds to the first token (send -> queue -> worker -> Redis
+   stream -> SSE), p50/p95 over sequential sends, minus the demo server's own
+   first-token time measured directly with the openai SDK; and the same for the
+   whole 20-token reply;
+2. sustained replies per second with a zero-delay model at N concurrent users;
+3. how many concurrent 5-second streaming replies one worker process holds, and
+   its memory (RSS) while it does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx2 as httpx
+import openai
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+class Panels:
+    def __init__(self, base: str, key: str) -> None:
+        self.http = httpx.Client(
+            base_url=base,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=60,
+            limits=httpx.Limits(max_connections=2000),
+        )
+
+    def conversation(self) -> int:
+        response = self.http.post("/api/v1/conversations", json={"title": "bench"})
+        response.raise_for_status()
+        return response.json()["id"]
+
+    def send(self, conversation: int, content: str, model: str = "demo") -> int:
+        response = self.http.post(
+            f"/api/v1/conversations/{conversation}/messages", json={"content": content, "model": model}
+        )
+        if response.status_code != 202:
+            raise RuntimeError(f"send answered {response.status_code}: {response.text[:200]}")
+        return response.json()["id"]
+
+    def events(self, message: int) -> Iterator[tuple[str, str]]:
+        with self.http.stream(
+            "GET", f"/api/v1/messages/{message}/stream", headers={"Accept": "text/event-stream"}
+        ) as r:
+            kind = ""
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    yield kind, line[6:]
+                    if kind in ("done", "error"):
+                        return
+
+
+def direct_latency(demo_url: str, prompt: str, runs: int) -> tuple[list[float], list[float]]:
+    client = openai.OpenAI(base_url=demo_url, api_key="demo", max_retries=0)
+    first, whole = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        stream = client.chat.completions.create(
+            model="demo",
+            messages=[{"role": "user", "content": prompt}],
+            stream=True,
+            stream_options={"include_usage": True},
+            max_tokens=512,
+        )
+        got_first = False
+        for chunk in stream:
+            if not got_first and chunk.choices and chunk.choices[0].delta.content:
+                first.append(time.perf_counter() - t0)
+                got_first = True
+        whole.append(time.perf_counter() - t0)
+    return first, whole
+
+
+def panels_latency(panels: Panels, prompt: str, runs: int) -> tuple[list[float], list[float]]:
+    conversation = panels.conversation()
+    first, whole = [], []
+    for i in range(runs):
+        if i % 20 == 0:
+            conversation = panels.conversation()  # keep the context short
+        t0 = time.perf_counter()
+        message = panels.send(conversation, prompt)
+        got_first = False
+        for kind, _ in panels.events(message):
+            if kind == "delta" and not got_first:
+                first.append(time.perf_counter() - t0)
+                got_first = True
+            if kind == "error":
+                raise RuntimeError("a reply failed")
+        whole.append(time.perf_counter() - t0)
+    return first, whole
+
+
+def sustained(panels: Panels, prompt: str, users: int, seconds: float) -> tuple[float, int]:
+    done = [0]
+    errors = [0]
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def user() -> None:
+        conversation = panels.conversation()
+        n = 0
+        while time.perf_counter() < deadline:
+            n += 1
+            if n % 20 == 0:
+                conversation = panels.conversation()
+            try:
+                message = panels.send(conversation, prompt)
+                final = [kind for kind, _ in panels.events(message) if kind in ("done", "error")]
+                ok = final == ["done"]
+            except Exception:
+                ok = False
+            with lock:
+                done[0] += ok
+                errors[0] += not ok
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=user) for _ in range(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return done[0] / (time.perf_counter() - t0), errors[0]
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def concurrent_streams(panels: Panels, count: int, worker_pid: int) -> dict:
+    """Start `count` 5-second replies at once; watch how many stream together and the worker's RSS."""
+    conversations = [panels.conversation() for _ in range(max(1, count // 20))]
+    prompt = "[demo:tokens=50] [demo:tps=10] hold this stream"
+    ids: list[int] = []
+    lock = threading.Lock()
+
+    def send(i: int) -> None:
+        message = panels.send(conversations[i % len(conversations)], prompt)
+        with lock:
+            ids.append(message)
+
+    t0 = time.perf_counter()
+    senders = [threading.Thread(target=send, args=(i,)) for i in range(count)]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join()
+    sent_in = time.perf_counter() - t0
+    peak_streaming = 0
+    peak_rss = 0.0
+    deadline = time.perf_counter() + 120
+    finished = 0
+    while time.perf_counter() < deadline:
+        streaming = _streaming_count()
+        peak_streaming = max(peak_streaming, streaming)
+        peak_rss = max(peak_rss, rss_mb(worker_pid))
+        finished = _finished_count(ids)
+        if finished >= len(ids):
+            break
+        time.sleep(0.5)
+    return {
+        "sent": len(ids),
+        "sent_in_s": sent_in,
+        "peak_streaming": peak_streaming,
+        "peak_rss_mb": peak_rss,
+        "finished": finished,
+        "total_s": time.perf_counter() - t0,
+    }
+
+
+def _streaming_count() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM chat_message WHERE status = 'streaming'")
+        return cursor.fetchone()[0]
+
+
+def _finished_count(ids: list[int]) -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM chat_message WHERE id = ANY(%s) AND status IN ('done','failed','cancelled')", [ids]
+        )
+        return cursor.fetchone()[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--base", default="http://127.0.0.1:8000")
+    parser.add_argument("--demo", default="http://127.0.0.1:8100/v1")
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--worker-pid", type=int, required=True)
+    parser.add_argument("--skip", default="", help="comma-separated: latency,sustained,streams")
+    args = parser.parse_args()
+    skip = set(args.skip.split(","))
+    panels = Panels(args.base, args.key)
+    prompt = "[demo:tokens=20] benchmark"
+    results: dict = {}
+
+    if "latency" not in skip:
+        panels_latency(panels, prompt, 10)  # warm up connections and caches
+        d_first, d_whole = direct_latency(args.demo, prompt, args.runs)
+        p_first, p_whole = panels_latency(panels, prompt, args.runs)
+        for name, panel, direct in (("first token", p_first, d_first), ("whole reply", p_whole, d_whole)):
+            added50 = (statistics.median(panel) - statistics.median(direct)) * 1000
+            added95 = (percentile(panel, 0.95) - percentile(direct, 0.95)) * 1000
+            p50, p95 = statistics.median(panel) * 1000, percentile(panel, 0.95) * 1000
+            d50, d95 = statistics.median(direct) * 1000, percentile(direct, 0.95) * 1000
+            print(
+                f"{name}: Panels p50 {p50:.1f} ms p95 {p95:.1f} ms; direct p50 {d50:.1f} ms p95 {d95:.1f} ms; "
+                f"added p50 {added50:.1f} ms p95 {added95:.1f} ms",
+                flush=True,
+            )
+            results[name] = {"added_p50_ms": added50, "added_p95_ms": added95}
+    if "sustained" not in skip:
+        rate, errors = sustained(panels, prompt, args.users, args.seconds)
+        print(
+            f"sustained: {rate:.1f} replies/s at {args.users} concurrent users "
+            f"for {args.seconds:.0f} s, {errors} errors",
+            flush=True,
+        )
+        results["sustained"] = {"replies_per_s": rate, "errors": errors}
+    if "streams" not in skip:
+        out = concurrent_streams(panels, args.streams, args.worker_pid)
+        print(
+            f"concurrent 5-second replies: {out['sent']} sent in {out['sent_in_s']:.1f} s, "
+            f"peak {out['peak_streaming']} streaming at once in one worker process, "
+            f"peak RSS {out['peak_rss_mb']:.0f} MB, {out['finished']} finished in {out['total_s']:.1f} s",
+            flush=True,
+        )
+        results["streams"] = out
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "panels.settings")
+    import django
+
+    django.setup()
+    main()
