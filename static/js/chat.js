@@ -335,7 +335,10 @@
     view.meta.replaceChildren();
     var parts = [];
     var name = modelName(message.model, message.model_name);
-    if (message.routed_by) {
+    if (message.routed_by && message.routed_by.indexOf("Auto -> ") === 0) {
+      // The line already names the model: "Auto -> GPT-4o mini: classification or tagging".
+      parts.push(make("span", "meta-route", message.routed_by));
+    } else if (message.routed_by) {
       parts.push(make("span", "meta-model", "Auto chose " + name));
       parts.push(make("span", "meta-route", "why: " + message.routed_by));
     } else {
