@@ -15,6 +15,12 @@ def django_db_setup(django_db_setup, django_db_blocker):
         call_command("load_catalog", verbosity=0)
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # The real hasher costs about half a second per user on this machine, in every test.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 _DB_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequences"}
 
 
