@@ -104,7 +104,7 @@ def _history(conversation: Conversation) -> list[Message]:
     """What the model may see: the user's messages and the replies that produced text."""
     return [
         m
-        for m in conversation.messages.order_by("id").only("id", "role", "content", "attachments", "status")
+        for m in conversation.messages.order_by("id")
         if m.role == Message.Role.USER or (m.status in (Message.Status.DONE, Message.Status.CANCELLED) and m.content)
     ]
 
