@@ -199,7 +199,16 @@ def test_cancel_before_the_worker_starts_charges_nothing(conversation):
 
 def test_cancel_mid_stream_pays_for_what_was_generated(conversation):
     reply = send(conversation, "[demo:tokens=400][demo:tps=40] a long one")
-    runner = threading.Thread(target=services.message_run, kwargs={"message_id": reply.pk})
+
+    def run() -> None:
+        from django.db import connection
+
+        try:
+            services.message_run(message_id=reply.pk)
+        finally:
+            connection.close()  # a thread's own connection; PostgreSQL can't drop a database in use
+
+    runner = threading.Thread(target=run)
     runner.start()
     seen = ""
     for event in parse_events(streams.sse_events(reply)):
