@@ -4,8 +4,10 @@ import re
 import uuid
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from panels.api_errors import error_body
 from panels.logging import request_id_var
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -55,3 +57,28 @@ class ContentSecurityPolicyMiddleware:
         if not request.path.startswith("/admin/"):
             response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         return response
+
+
+class RequestSizeLimitMiddleware:
+    """A body over DATA_UPLOAD_MAX_MEMORY_SIZE is a 413 before anything reads it.
+
+    Left to Django, reading such a body raises RequestDataTooBig deep inside DRF's
+    parsing: a 500 for the API and a bare 400 page for forms.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if limit is None or length <= limit:
+            return self.get_response(request)
+        message = f"The request body is larger than the {limit:,} bytes this server accepts."
+        if request.path.startswith("/api/"):
+            return JsonResponse(error_body("too_large", message), status=413)
+        page = f"<!doctype html><title>Request too large</title><h1>Request too large</h1><p>{message}</p>"
+        return HttpResponse(page, status=413, content_type="text/html; charset=utf-8")

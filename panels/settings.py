@@ -65,6 +65,7 @@ MIDDLEWARE = [
     "panels.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "panels.middleware.ContentSecurityPolicyMiddleware",
+    "panels.middleware.RequestSizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
