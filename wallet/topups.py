@@ -59,14 +59,14 @@ def topup_amount_cents(value: object) -> int:
     if not amount.is_finite():
         raise TopupAmountInvalid("Enter the amount as a number of US dollars, for example 10 or 12.50.")
     low, high = settings.TOPUP_MIN_CENTS, settings.TOPUP_MAX_CENTS
+    # The range is checked before any arithmetic: 100 x "1e999999999" overflows Decimal.
+    if amount < Decimal(low) / 100:
+        raise TopupAmountInvalid(f"The smallest top-up is ${low / 100:,.2f}.")
+    if amount > Decimal(high) / 100:
+        raise TopupAmountInvalid(f"The largest top-up is ${high / 100:,.2f}.")
     if amount * 100 != (amount * 100).to_integral_value():
         raise TopupAmountInvalid("Use whole cents: at most two digits after the decimal point.")
-    cents = int(amount * 100)
-    if cents < low:
-        raise TopupAmountInvalid(f"The smallest top-up is ${low / 100:,.2f}.")
-    if cents > high:
-        raise TopupAmountInvalid(f"The largest top-up is ${high / 100:,.2f}.")
-    return cents
+    return int(amount * 100)
 
 
 def _idempotency_key(topup: Topup) -> str:
