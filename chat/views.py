@@ -189,7 +189,3 @@ def _topup_url() -> str:
         return reverse("topup")
     except NoReverseMatch:
         return "/wallet/topup/"
-
-
-def pricing(request: HttpRequest) -> HttpResponse:
-    return render(request, "chat/pricing.html", {"models": ModelSpec.objects.filter(enabled=True)})
