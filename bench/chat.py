@@ -90,11 +90,13 @@ def direct_latency(demo_url: str, prompt: str, runs: int) -> tuple[list[float], 
 def panels_latency(panels: Panels, prompt: str, runs: int) -> tuple[list[float], list[float]]:
     conversation = panels.conversation()
     first, whole = [], []
+    accepted = panels.accepted = []
     for i in range(runs):
         if i % 20 == 0:
             conversation = panels.conversation()  # keep the context short
         t0 = time.perf_counter()
         message = panels.send(conversation, prompt)
+        accepted.append(time.perf_counter() - t0)
         got_first = False
         for kind, _ in panels.events(message):
             if kind == "delta" and not got_first:
@@ -187,6 +189,17 @@ def concurrent_streams(panels: Panels, count: int, worker_pid: int) -> dict:
     }
 
 
+def queue_wait_ms() -> float:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at)) "
+            "FROM chat_message WHERE started_at IS NOT NULL"
+        )
+        return float(cursor.fetchone()[0] or 0) * 1000
+
+
 def _streaming_count() -> int:
     from django.db import connection
 
@@ -237,6 +250,8 @@ def main() -> None:
                 flush=True,
             )
             results[name] = {"added_p50_ms": added50, "added_p95_ms": added95}
+        print(f"  of which the send (POST -> 202): p50 {statistics.median(panels.accepted) * 1000:.1f} ms", flush=True)
+        print(f"  of which the queue (stored -> claimed by the worker): p50 {queue_wait_ms():.1f} ms", flush=True)
     if "sustained" not in skip:
         rate, errors = sustained(panels, prompt, args.users, args.seconds)
         print(

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import datetime as dt
+
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from panels.models import ApiKey
+
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -22,7 +26,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         api_key = ApiKey.authenticate(key.strip())
         if api_key is None:
             raise exceptions.AuthenticationFailed("The API key is invalid or has been revoked.")
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
+        now = timezone.now()
+        # One write per key per minute at most: a write on every call would cost each
+        # API request a commit.
+        if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
+            ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
         return api_key.user, api_key
 
     def authenticate_header(self, request: Request) -> str:
