@@ -65,13 +65,15 @@ MIDDLEWARE = [
     "panels.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "panels.middleware.ContentSecurityPolicyMiddleware",
-    "panels.middleware.RequestSizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Inside the frame middleware, so its 413 carries X-Frame-Options; it still answers
+    # before any view (or CSRF's process_view) reads the body.
+    "panels.middleware.RequestSizeLimitMiddleware",
     "allauth.account.middleware.AccountMiddleware",
 ]
 
