@@ -50,7 +50,7 @@ class CalculatorForm(forms.Form):
         f"Enter a whole number of output tokens from 0 to {pricing.MAX_OUTPUT_TOKENS:,}.",
     )
     cheap_share = _whole(
-        "Share of tasks on the cheap tier (%)",
+        "Share on the cheap tier (%)",
         0,
         100,
         pricing.DEFAULT_CHEAP_SHARE,

@@ -27,10 +27,14 @@ MIN_BAR = 0.8  # a day with any spend stays visible
 
 
 def usd_text(value: Decimal) -> str:
-    """$12.35 from a dollar up; below it enough decimals to show credits ($0.01205, $0.00045)."""
-    if abs(value) >= 1:
+    """$12.35 from a dollar up; below it four significant digits ($0.6397, $0.01205, $0.00045).
+
+    The exact amount is the credits shown beside it; this is its readable dollar value.
+    """
+    if abs(value) >= 1 or not value:
         return f"${value:,.2f}"
-    text = f"{value.quantize(Decimal('0.000001')):f}".rstrip("0")
+    rounded = round(value, 3 - value.adjusted())
+    text = f"{rounded:f}".rstrip("0")
     whole, _, frac = text.partition(".")
     return f"${whole}.{frac.ljust(2, '0')}"
 

@@ -270,9 +270,9 @@ def test_pricing_js_recomputes_live_with_the_servers_numbers(page, live_server):
         for tasks, row in reference_rows(server).items():
             for key, value in row.items():
                 assert page.locator(f'tr[data-tasks="{tasks}"] [data-cost="{key}"]').inner_text() == value
-    page.get_by_label("Share of tasks on the cheap tier (%)").fill("150")
+    page.get_by_label("Share on the cheap tier (%)").fill("150")
     assert page.locator("#id_cheap_share_error").inner_text() == "Enter a percentage from 0 to 100."
     assert page.locator("#cost-cards").is_hidden()
-    page.get_by_label("Share of tasks on the cheap tier (%)").fill("80")
+    page.get_by_label("Share on the cheap tier (%)").fill("80")
     assert page.locator("#id_cheap_share_error").is_hidden() and page.locator("#cost-cards").is_visible()
     assert page.problems == []
