@@ -95,6 +95,25 @@ def _row(costs: pricing.MonthlyCosts) -> dict[str, str]:
     }
 
 
+def reference_rows(models: list) -> list[dict[str, Any]]:
+    """The 500 / 2,000 / 10,000 tasks a month table at the default mix, from the live catalog."""
+    cheap, flagship = _tier_prices(CHEAP, models), _tier_prices(FLAGSHIP, models)
+    if cheap is None or flagship is None:
+        return []
+    rows = []
+    for tasks in pricing.REFERENCE_VOLUMES:
+        costs = pricing.monthly_costs(
+            tasks_per_month=tasks,
+            input_tokens=DEFAULTS["input_tokens"],
+            output_tokens=DEFAULTS["output_tokens"],
+            cheap_share=DEFAULTS["cheap_share"],
+            cheap=cheap,
+            flagship=flagship,
+        )
+        rows.append({"tasks": tasks, **_row(costs)})
+    return rows
+
+
 def pricing_page(request: HttpRequest) -> HttpResponse:
     models = list(models_catalog())
     cheap, flagship = _tier_prices(CHEAP, models), _tier_prices(FLAGSHIP, models)

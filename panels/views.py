@@ -9,13 +9,15 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from chat.models import ModelSpec
+from chat.pricing_views import DEFAULTS, reference_rows
 from panels.health import health_report
 from panels.models import ApiKey
 from panels.services import user_delete
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "home.html", {"models": ModelSpec.objects.filter(enabled=True)})
+    models = list(ModelSpec.objects.filter(enabled=True))
+    return render(request, "home.html", {"models": models, "reference": reference_rows(models), "mix": DEFAULTS})
 
 
 @require_GET
