@@ -15,6 +15,7 @@ import os
 import random
 import sys
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -47,7 +48,7 @@ def _spend(account_ids: list[int], seconds: float, seed: int, start_at: float) -
     deadline = time.time() + seconds
     while time.time() < deadline:
         account = accounts[rng.randrange(len(accounts))]
-        hold = wallet_hold(account=account, amount=100, idempotency_key=f"bench:{seed}:{done}:{rng.random()}")
+        hold = wallet_hold(account=account, amount=100, idempotency_key=f"bench:{uuid.uuid4()}")
         wallet_post(hold=hold, amount=60)
         done += 1
     return done
