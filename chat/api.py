@@ -102,7 +102,7 @@ class MessageOutputSerializer(serializers.Serializer):
             return None
         return {"code": message.error_code, "message": message.error_message}
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_html(self, message: Message) -> str | None:
         if message.role != Message.Role.ASSISTANT or message.status == Message.Status.STREAMING:
             return None
