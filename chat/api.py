@@ -148,6 +148,17 @@ def _accepted(reply: Message) -> Response:
     return Response(ReplyAcceptedSerializer(data).data, status=status.HTTP_202_ACCEPTED)
 
 
+# One server-sent event, as a client's SSE parser hands it over (schemathesis checks each).
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": r"^\d+-\d+$", "description": "Send it back as Last-Event-ID."},
+        "event": {"type": "string", "enum": ["delta", "done", "error"]},
+        "data": {"type": "string", "description": "A JSON object, by event: see the operation's description."},
+    },
+}
+
 _ERRORS = {
     400: OpenApiResponse(description="Invalid request"),
     404: OpenApiResponse(description="Not found (or not yours)"),
@@ -327,7 +338,7 @@ class MessageStreamApi(ChatApi):
         ],
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                response=OpenApiTypes.STR,
+                response=SSE_EVENT_SCHEMA,
                 description="Server-sent events, each with an `id:`. `delta` {text}: the next piece of the reply; "
                 "`done` {status, usage {input_tokens, output_tokens, estimated}, cost, balance, available, "
                 "model, warning}: the reply ended (done or cancelled) and was paid for; `error` {code, message}: "
