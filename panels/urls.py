@@ -20,3 +20,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("admin/", admin.site.urls),
 ]
+
+# JSON under /api/, the usual pages elsewhere.
+handler404 = "panels.api_errors.not_found"
+handler500 = "panels.api_errors.server_error"
