@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
@@ -58,7 +59,16 @@ class WalletEntryListApi(APIView):
         max_page_size = 500
 
     serializer_class = OutputSerializer
+    # Read by the schema generator, so the schema shows the paginated envelope and its parameters.
+    pagination_class = Pagination
 
+    @extend_schema(
+        responses={
+            200: OutputSerializer(many=True),
+            404: OpenApiResponse(description="not_found: a page past the last one"),
+        },
+        description="Ledger lines, newest first.",
+    )
     def get(self, request: Request) -> Response:
         account = getattr(request.user, "wallet", None)
         paginator = self.Pagination()
