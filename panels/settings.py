@@ -259,8 +259,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Longer than the longest reply plus its timeout, or a reply still streaming
-    # would be delivered to a second worker.
-    "visibility_timeout": MODEL_TIMEOUT_SECONDS * 3 + HOLD_TTL_SECONDS,
+    # would be delivered to a second worker. CELERY_VISIBILITY_TIMEOUT overrides it
+    # (fault tests shorten it to see a dead worker's task delivered again).
+    "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", MODEL_TIMEOUT_SECONDS * 3 + HOLD_TTL_SECONDS),
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = False
