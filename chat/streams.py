@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -32,6 +33,8 @@ KEY_PREFIX = "panels:reply:"
 # A comment line every this many seconds keeps proxies from closing an idle stream;
 # it is also how often a waiting reader looks at the database.
 KEEPALIVE_SECONDS = 15.0
+# The longest a synchronous XREAD blocks: below the socket timeout of panels/redis_client.py.
+SYNC_BLOCK_SECONDS = 4.0
 # How long a browser waits before reconnecting after the connection drops.
 RECONNECT_MS = 2000
 CANCEL_TTL_SECONDS = 3600
@@ -209,7 +212,10 @@ def sse_events(message: Message, *, after: str = "0-0") -> Iterator[bytes]:
     """The reply as server-sent events, from just after `after`; ends after done/error."""
     redis = get_redis()
     key = stream_key(message)
-    block_ms = int(KEEPALIVE_SECONDS * 1000)
+    # A blocking XREAD must return within the pool's socket timeout (5 s), or the read
+    # itself times out and breaks the stream: wait in slices, keep-alive once a period.
+    block_ms = int(min(KEEPALIVE_SECONDS, SYNC_BLOCK_SECONDS) * 1000)
+    idle_since = time.monotonic()
     yield f"retry: {RECONNECT_MS}\n\n".encode()
     if not redis.exists(key):
         message = _reload(message.pk)
@@ -226,6 +232,9 @@ def sse_events(message: Message, *, after: str = "0-0") -> Iterator[bytes]:
     while True:
         response = redis.xread({key: cursor}, block=block_ms, count=500)
         if not response:
+            if time.monotonic() - idle_since < KEEPALIVE_SECONDS:
+                continue
+            idle_since = time.monotonic()
             yield b": keep-alive\n\n"
             message = _reload(message.pk)
             if message.finished:
@@ -234,6 +243,7 @@ def sse_events(message: Message, *, after: str = "0-0") -> Iterator[bytes]:
                 yield from _frames_from_database(message, cursor)
                 return
             continue
+        idle_since = time.monotonic()
         for entry_id, fields in response[0][1]:
             event_id, kind, frame = _frame_entry(entry_id, fields)
             cursor = event_id
