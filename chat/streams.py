@@ -70,35 +70,70 @@ def _offset(event_id: str) -> int:
 
 
 class ReplyWriter:
-    """Appends one reply's events; tracks the character offset that names each delta."""
+    """Appends one reply's events; tracks the character offset that names each delta.
+
+    Text whose write failed (Redis unreachable for a moment) is kept and sent with the
+    next delta, so a reader that resumes never skips over it.
+    """
 
     def __init__(self, message: Message) -> None:
         self.key = stream_key(message)
-        self.offset = 0
+        self.offset = 0  # characters of the reply so far
+        self.written = 0  # characters the stream holds
+        self.unsent = ""
         self.ttl = settings.REPLY_STREAM_TTL_SECONDS
         self.broken = False
 
-    def _xadd(self, event_id: str, kind: str, data: dict) -> None:
+    def _xadd(self, event_id: str, kind: str, data: dict) -> bool:
         try:
             pipe = get_redis().pipeline(transaction=False)
             pipe.xadd(self.key, {"event": kind, "data": json.dumps(data, separators=(",", ":"))}, id=event_id)
             pipe.expire(self.key, self.ttl)
             pipe.execute()
             self.broken = False
+            return True
         except Exception:
             # The reply is still stored in the database when it ends; readers fall back to it.
             if not self.broken:
                 log.warning("reply stream write failed", extra={"key": self.key}, exc_info=True)
             self.broken = True
+            return False
+
+    def _resync(self) -> bool:
+        """After a failed write: the write may have landed (only its answer was lost)."""
+        try:
+            last = get_redis().xrevrange(self.key, count=1)
+        except Exception:
+            return False
+        held = _offset(last[0][0].decode()) if last else 0
+        if held > self.written:
+            landed = min(held - self.written, len(self.unsent))
+            self.written += landed
+            self.unsent = self.unsent[landed:]
+        return True
+
+    def _flush(self) -> bool:
+        if self.unsent and self.broken and not self._resync():
+            return False
+        if not self.unsent:
+            return True
+        if self._xadd(f"{self.offset}-0", "delta", {"text": self.unsent}):
+            self.written, self.unsent = self.offset, ""
+            return True
+        return False
 
     def delta(self, text: str) -> None:
         if not text:
             return
         self.offset += len(text)
-        self._xadd(f"{self.offset}-0", "delta", {"text": text})
+        self.unsent += text
+        self._flush()
 
     def terminal(self, kind: str, data: dict) -> None:
-        self._xadd(f"{self.offset}-1", kind, data)
+        # Never before text the stream is missing: a reader would stop short of it.
+        # Without the terminal event, readers finish from the database.
+        if self._flush():
+            self._xadd(f"{self.offset}-1", kind, data)
 
 
 def append_terminal(message: Message, kind: str, data: dict) -> None:
