@@ -340,6 +340,47 @@ def test_an_unknown_or_oversized_id_is_404_json(api, conversation, method, templ
     assert state() == before
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/nope",
+        "/api/v1/conversations/abc",
+        "/api/v1/messages/-1",
+        "/api/v1/messages/1.5/cancel",
+        "/api/v1/conversations/1/nope",
+        "/api/v2/wallet",
+        "/api/",
+    ],
+)
+def test_an_api_url_that_does_not_resolve_is_404_json(api, api_client, url):
+    before = state()
+
+    assert_json_error(api.get(url), 404, "not_found")
+    assert_json_error(api.post(url, {"title": "x"}, format="json"), 404, "not_found")
+    assert_json_error(api_client.get(url), 404, "not_found")  # anonymous too
+    assert state() == before
+
+
+def test_a_page_that_does_not_resolve_is_still_an_html_404(alice_client):
+    response = alice_client.get("/no-such-page/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+def test_an_api_crash_is_a_json_500(api, monkeypatch):
+    def crash(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("wallet.api.wallet_summary", crash)
+    api.raise_request_exception = False
+
+    response = api.get("/api/v1/wallet")
+
+    error = assert_json_error(response, 500, "server_error")
+    assert "boom" not in error["message"]
+
+
 @pytest.mark.parametrize("ident", ["999999", BIG, HUGE])
 @pytest.mark.parametrize(
     ("method", "template"),
