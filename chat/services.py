@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from chat import providers, streams
@@ -447,7 +447,36 @@ def message_run(*, message_id: int) -> None:
                 code="internal_error", message="Something went wrong on our side.", transient=False
             )
         )
-    _settle(message, outcome, writer)
+    _settle_when_the_database_answers(message, outcome, writer)
+
+
+def _settle_when_the_database_answers(message: Message, outcome: _Outcome, writer: streams.ReplyWriter) -> None:
+    """Settle, retrying while the database is unreachable (a restart, a failover).
+
+    The reply has streamed and the model has billed for it: giving up here would leave
+    it to the sweep, which fails it with nothing charged once its hold runs out. Each
+    attempt is one transaction that ends the reply by compare-and-swap, so a retry after
+    a commit whose answer was lost does nothing. The hold's last DEADLINE_MARGIN_SECONDS
+    are kept for this.
+    """
+    give_up_at = time.monotonic() + DEADLINE_MARGIN_SECONDS - 5
+    attempt = 0
+    while True:
+        try:
+            _settle(message, outcome, writer)
+            return
+        except (OperationalError, InterfaceError):
+            attempt += 1
+            wait = min(0.5 * 2 ** (attempt - 1), 4.0)
+            if time.monotonic() + wait > give_up_at:
+                raise
+            log.warning(
+                "database unavailable while settling a reply; retrying",
+                extra={"message_id": message.pk, "attempt": attempt},
+                exc_info=True,
+            )
+            connection.close()  # the next query opens a new connection
+            time.sleep(wait)
 
 
 def _settle(message: Message, outcome: _Outcome, writer: streams.ReplyWriter) -> None:

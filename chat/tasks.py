@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from chat import services
 
@@ -11,11 +12,23 @@ from chat import services
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
-@shared_task(name="chat.message_run", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(
+    name="chat.message_run",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    # A database that is unreachable when the task starts (a restart, a failover):
+    # try again shortly rather than leave the reply queued until its hold expires.
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=1,
+    retry_backoff_max=8,
+    max_retries=6,
+)
 def message_run(message_id: int) -> None:
     # acks_late: a worker that dies mid-reply leaves the task to be delivered again;
     # that delivery finds the reply no longer queued and does nothing (claims are a
     # compare-and-swap), and the sweep fails the reply once its hold runs out.
+    # The same compare-and-swap makes a retry after a database error safe.
     services.message_run(message_id=message_id)
 
 
