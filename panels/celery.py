@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import before_task_publish, task_postrun, task_prerun, worker_ready
+from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun, worker_ready
 
 from panels.logging import request_id_var
 
@@ -12,6 +12,18 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "panels.settings")
 app = Celery("panels")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@setup_logging.connect
+def _keep_project_logging(**kwargs: object) -> None:
+    # With a receiver here, Celery leaves logging alone. Otherwise it replaces the root
+    # handler with its own text format at --loglevel: no JSON, no request ids, and
+    # LOG_LEVEL ignored in the worker.
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
 
 
 @worker_ready.connect
