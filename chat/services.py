@@ -199,6 +199,10 @@ def _enqueue_after_commit(reply: Message) -> list[Exception]:
                 code="service_unavailable",
                 text="The service is temporarily unavailable, so this reply was not started. Nothing was charged.",
             )
+        else:
+            log.info(
+                "reply queued", extra={"message_id": reply.pk, "model": reply.model.slug, "hold": reply.hold.amount}
+            )
 
     transaction.on_commit(enqueue)
     return failures
@@ -375,6 +379,8 @@ def _stream(message: Message, spec: ModelSpec, writer: streams.ReplyWriter, dead
                 checked_at = time.monotonic()
                 for chunk in reply:
                     if chunk.text:
+                        if not outcome.parts:
+                            log.info("first token", extra={"message_id": message.pk, "attempt": attempt})
                         outcome.parts.append(chunk.text)
                         writer.delta(chunk.text)
                     if chunk.usage is not None:
@@ -426,6 +432,7 @@ def message_run(*, message_id: int) -> None:
         log.info("reply not queued; nothing to do", extra={"message_id": message_id})
         return
     message = Message.objects.select_related("model", "hold", "conversation__user").get(pk=message_id)
+    log.info("reply claimed", extra={"message_id": message_id, "model": message.model.slug})
     writer = streams.ReplyWriter(message)
     hold = message.hold
     left = (hold.expires_at - timezone.now()).total_seconds() if hold else 0
@@ -574,6 +581,17 @@ def _finish(
         )
         return
     message.refresh_from_db()
+    log.info(
+        "reply settled",
+        extra={
+            "message_id": message.pk,
+            "status": status,
+            "cost": cost,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "estimated": estimated,
+        },
+    )
     _announce_done(message, writer=writer)
 
 
@@ -599,6 +617,7 @@ def _fail(message: Message, *, code: str, text: str, writer: streams.ReplyWriter
         if failed and message.hold_id:
             wallet_void(hold=message.hold, reason=f"reply failed: {code}")
     if failed:
+        log.info("reply failed", extra={"message_id": message.pk, "code": code})
         payload = {"code": code, "message": text}
         if writer is not None:
             writer.terminal("error", payload)
