@@ -73,8 +73,14 @@ def _wait_for_worker(worker: Worker, timeout: float = 45.0) -> None:
     raise RuntimeError(f"the Celery worker did not report in within {timeout:.0f} s:\n{worker.log_tail()}")
 
 
-def start_worker(*, database_url: str, log_dir: Path, queue: str | None = None) -> Worker:
-    """A real worker (threads pool) on a queue of its own, sharing the test database and Redis."""
+def start_worker(
+    *, database_url: str, log_dir: Path, queue: str | None = None, env: dict[str, str] | None = None
+) -> Worker:
+    """A real worker (threads pool) on a queue of its own, sharing the test database and Redis.
+
+    `env` adds or overrides environment variables (e.g. LOG_LEVEL=INFO to read its logs).
+    """
+    extra_env = env or {}
     queue = queue or f"test-chat-{uuid.uuid4().hex[:10]}"
     hostname = f"{queue}@localhost"
     log_path = log_dir / f"{queue}.log"
@@ -87,6 +93,7 @@ def start_worker(*, database_url: str, log_dir: Path, queue: str | None = None) 
         "MODEL_FIRST_TOKEN_RETRIES": "1",
         "MODEL_TIMEOUT_SECONDS": "10",
         "LOG_LEVEL": "WARNING",
+        **extra_env,
     }
     command = [
         sys.executable,
