@@ -258,6 +258,18 @@ def stripe_event_replay(*, event_pk: int) -> str | None:
         return StripeEvent.Status.DEFERRED
 
 
+def _credited_meanwhile(outcome: Outcome) -> bool:
+    """Whether a deferred event's top-up was credited while the event was being handled.
+
+    Fulfilment replays the deferred events of the top-up it credits, but it may have
+    looked before this event was marked deferred; then no one else would replay it.
+    """
+    if outcome.status != StripeEvent.Status.DEFERRED:
+        return False
+    topup = outcome.topup or topup_for_payment(payment_intent_id=outcome.payment_intent_id, charge_id=outcome.charge_id)
+    return topup is not None and Topup.objects.filter(pk=topup.pk, credited_at__isnull=False).exists()
+
+
 def _json_error(status: int, code: str, message: str) -> JsonResponse:
     return JsonResponse(error_body(code, message), status=status)
 
@@ -283,4 +295,7 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
     except Exception:
         # Non-2xx so Stripe delivers the event again; the services are idempotent.
         return _json_error(500, "webhook_failed", "The event could not be processed; it will be retried.")
-    return JsonResponse({"received": True, "status": outcome.status, "outcome": outcome.message})
+    status = outcome.status
+    if _credited_meanwhile(outcome):
+        status = stripe_event_replay(event_pk=row.pk) or status
+    return JsonResponse({"received": True, "status": status, "outcome": outcome.message})
