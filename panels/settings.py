@@ -265,6 +265,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = False
+# No remote control (celery inspect/control; Panels uses none of it): its broadcast queue
+# made a worker with replies in flight exit on losing Redis ("Unrecoverable error" in
+# kombu's close of that queue) instead of reconnecting.
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_BEAT_SCHEDULE_SECONDS = envint("HOLD_SWEEP_SECONDS", 60)
 
 LOGGING = {
