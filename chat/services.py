@@ -445,6 +445,10 @@ def message_run(*, message_id: int) -> None:
         )
         return
     deadline = time.monotonic() + left - DEADLINE_MARGIN_SECONDS
+    # The model call can take minutes and needs no database: give the connection back,
+    # so a worker holding a thousand replies does not hold a thousand connections.
+    # Settling opens a new one.
+    connection.close()
     try:
         outcome = _stream(message, message.model, writer, deadline)
     except Exception:
