@@ -14,7 +14,9 @@ import logging
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -33,6 +35,7 @@ from wallet.selectors import wallet_summary
 from wallet.services import cost_in_credits, wallet_for_user, wallet_hold, wallet_post, wallet_void
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 AUTO = "auto"
 TITLE_CHARS = 60
@@ -366,7 +369,12 @@ def _wait(message: Message, seconds: float, deadline: float) -> bool:
 
 def _stream(message: Message, spec: ModelSpec, writer: streams.ReplyWriter, deadline: float) -> _Outcome:
     outcome = _Outcome()
-    request = _provider_messages(message, spec)
+    request = _when_the_database_answers(
+        lambda: _provider_messages(message, spec),
+        message_id=message.pk,
+        doing="starting a reply",
+        seconds=DEADLINE_MARGIN_SECONDS,
+    )
     attempt = 0
     while True:
         if streams.cancel_requested(message):
@@ -431,7 +439,12 @@ def message_run(*, message_id: int) -> None:
         # A second delivery of the task, a cancelled reply, or a deleted conversation.
         log.info("reply not queued; nothing to do", extra={"message_id": message_id})
         return
-    message = Message.objects.select_related("model", "hold", "conversation__user").get(pk=message_id)
+    message = _when_the_database_answers(
+        lambda: Message.objects.select_related("model", "hold", "conversation__user").get(pk=message_id),
+        message_id=message_id,
+        doing="starting a reply",
+        seconds=DEADLINE_MARGIN_SECONDS,
+    )
     log.info("reply claimed", extra={"message_id": message_id, "model": message.model.slug})
     writer = streams.ReplyWriter(message)
     hold = message.hold
@@ -458,32 +471,37 @@ def message_run(*, message_id: int) -> None:
                 code="internal_error", message="Something went wrong on our side.", transient=False
             )
         )
-    _settle_when_the_database_answers(message, outcome, writer)
+    # The hold's last DEADLINE_MARGIN_SECONDS are kept for settling.
+    _when_the_database_answers(
+        lambda: _settle(message, outcome, writer),
+        message_id=message_id,
+        doing="settling a reply",
+        seconds=DEADLINE_MARGIN_SECONDS - 5,
+    )
 
 
-def _settle_when_the_database_answers(message: Message, outcome: _Outcome, writer: streams.ReplyWriter) -> None:
-    """Settle, retrying while the database is unreachable (a restart, a failover).
+def _when_the_database_answers(fn: Callable[[], T], *, message_id: int, doing: str, seconds: float) -> T:
+    """`fn()`, tried again while the database is unreachable (a restart, a failover).
 
-    The reply has streamed and the model has billed for it: giving up here would leave
-    it to the sweep, which fails it with nothing charged once its hold runs out. Each
-    attempt is one transaction that ends the reply by compare-and-swap, so a retry after
-    a commit whose answer was lost does nothing. The hold's last DEADLINE_MARGIN_SECONDS
-    are kept for this.
+    A reply whose worker gave up on a database error mid-way would stay running until
+    its hold expired (the sweep then fails it): after the model had answered, and been
+    paid. Every step retried here is a read or one compare-and-swap transaction, so an
+    attempt after a commit whose answer was lost does nothing.
     """
-    give_up_at = time.monotonic() + DEADLINE_MARGIN_SECONDS - 5
+    give_up_at = time.monotonic() + seconds
     attempt = 0
     while True:
         try:
-            _settle(message, outcome, writer)
-            return
+            return fn()
         except (OperationalError, InterfaceError):
             attempt += 1
             wait = min(0.5 * 2 ** (attempt - 1), 4.0)
             if time.monotonic() + wait > give_up_at:
                 raise
             log.warning(
-                "database unavailable while settling a reply; retrying",
-                extra={"message_id": message.pk, "attempt": attempt},
+                "database unavailable while %s; retrying",
+                doing,
+                extra={"message_id": message_id, "attempt": attempt},
                 exc_info=True,
             )
             connection.close()  # the next query opens a new connection
