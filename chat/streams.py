@@ -298,7 +298,12 @@ def _async_redis() -> Any:
     client = _async_clients.get(loop)
     if client is None:
         client = redis.asyncio.Redis.from_url(
-            settings.REDIS_URL, socket_connect_timeout=1.0, health_check_interval=15, max_connections=2000
+            settings.REDIS_URL,
+            socket_connect_timeout=1.0,
+            # Longer than the XREAD BLOCK below, or an idle stream's read times out.
+            socket_timeout=KEEPALIVE_SECONDS + 10,
+            health_check_interval=15,
+            max_connections=2000,
         )
         _async_clients[loop] = client
     return client
