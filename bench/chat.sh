@@ -19,7 +19,7 @@ cleanup() {
 trap cleanup EXIT
 
 PG_PORT=$(free_port); REDIS_PORT=$(free_port); WEB_PORT=$(free_port); DEMO_PORT=$(free_port)
-start_postgres "$PG_PORT" "$TMP/pg"
+PG_MAX_CONNECTIONS=1200 start_postgres "$PG_PORT" "$TMP/pg"
 start_redis "$REDIS_PORT" "$TMP/redis"
 "$(pg_bindir)/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres panels
 export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/panels"

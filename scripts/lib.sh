@@ -88,7 +88,7 @@ start_postgres() {
   "${run[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 \
     || { log "initdb failed: $(tail -n 5 "$dir/initdb.log")"; return 1; }
   "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/pg.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=${PG_MAX_CONNECTIONS:-400}" \
     start >/dev/null || { log "PostgreSQL did not start: $(tail -n 5 "$dir/pg.log")"; return 1; }
 }
 
