@@ -18,6 +18,7 @@ import pytest
 from django.core.cache import cache
 
 from chat.models import Message
+from tests.browser import launch_chromium
 from tests.conftest import make_user
 from tests.e2e_servers import celery_worker, chat_catalog, demo_server  # noqa: F401
 from tests.wallet_helpers import funded_wallet
@@ -25,14 +26,6 @@ from wallet.models import Account, Entry
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "a long and unusual passphrase 7"
 EMAIL = "casey@example.com"
 RUNNING = ("queued", "streaming")
@@ -56,7 +49,7 @@ def browser(live_server, transactional_db, chat_catalog, celery_worker, settings
     settings.STRIPE_SECRET_KEY = ""  # the demo checkout
     cache.clear()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             yield browser
         finally:

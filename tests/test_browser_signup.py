@@ -10,18 +10,11 @@ from django.core import mail
 from django.core.cache import cache
 from django.core.management import call_command
 
+from tests.browser import launch_chromium
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "a long and unusual passphrase 7"
 
 
@@ -33,7 +26,7 @@ def browser_page(live_server, transactional_db, settings) -> Iterator:
     # A transactional test may have emptied the catalog before this one; the chat page lists it.
     call_command("load_catalog", verbosity=0)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 360, "height": 740})
         page.set_default_timeout(10_000)
         page.console_problems = []

@@ -21,6 +21,7 @@ from chat.pricing import (
     format_usd,
     monthly_costs,
 )
+from tests.browser import launch_chromium
 
 PRICES = {entry["slug"]: entry for entry in DEFAULT_CATALOG}
 CHEAP = TierPrices("GPT-4o mini", PRICES["gpt-4o-mini"]["input_price"], PRICES["gpt-4o-mini"]["output_price"])
@@ -220,22 +221,13 @@ def test_without_a_tier_model_the_calculator_says_what_is_missing(client, db):
 
 # --- pricing.js: the same numbers in a browser ----------------------------------------------
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 
 @pytest.fixture
 def page(live_server, transactional_db) -> Iterator:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         page = browser.new_page()
         page.set_default_timeout(10_000)
         page.problems = []

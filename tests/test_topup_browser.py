@@ -9,19 +9,12 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 
+from tests.browser import launch_chromium
 from tests.conftest import make_user
 from wallet.models import Account, Topup
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "a long and unusual passphrase 7"
 
 
@@ -35,7 +28,7 @@ def browser_page(live_server, transactional_db, settings) -> Iterator:
     # Made before the browser starts: Playwright's event loop forbids ORM calls in this thread.
     make_user("erin@example.com", password=PASSWORD)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         page = browser.new_page()
         page.set_default_timeout(10_000)
         page.console_problems = []
