@@ -25,7 +25,7 @@ start_redis "$REDIS_PORT" "$TMP/redis"
 export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/panels"
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 export DEMO_MODEL_URL="http://127.0.0.1:$DEMO_PORT/v1"
-export DEBUG=false LOG_LEVEL=WARNING RATE_SEND=1000000/min DB_CONN_MAX_AGE=60
+export DEBUG=false LOG_LEVEL=WARNING RATE_SEND=1000000/min DB_POOL_MAX_SIZE=${DB_POOL_MAX_SIZE:-40}
 
 "$PY" manage.py migrate -v0
 "$PY" manage.py createcachetable
@@ -46,7 +46,7 @@ pids+=($!)
   --without-heartbeat -l WARNING >"$TMP/worker.log" 2>&1 &
 WORKER_PID=$!
 pids+=($WORKER_PID)
-"$VENV/bin/uvicorn" panels.asgi:application --host 127.0.0.1 --port "$WEB_PORT" --log-level warning \
+"$VENV/bin/uvicorn" panels.asgi:application --host 127.0.0.1 --port "$WEB_PORT" --log-level warning --workers "${WEB_WORKERS:-1}" \
   --no-access-log --timeout-keep-alive 30 &
 pids+=($!)
 wait_port "$WEB_PORT" 300; wait_port "$DEMO_PORT" 100

@@ -117,6 +117,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": envstr("TEST_SQLITE_PATH", f"/tmp/panels-test-{os.getpid()}.sqlite3"),
     }
 
+elif envint("DB_POOL_MAX_SIZE", 0) > 0:
+    # Under an ASGI server every request runs in a thread of its own, so persistent
+    # connections are never reused and each request pays for a new PostgreSQL backend.
+    # A pool hands connections between threads instead (CONN_MAX_AGE must then be 0).
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": envint("DB_POOL_MIN_SIZE", 2),
+        "max_size": envint("DB_POOL_MAX_SIZE", 0),
+        "timeout": envint("DB_POOL_TIMEOUT", 30),
+    }
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
