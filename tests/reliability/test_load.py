@@ -31,34 +31,45 @@ class Tally:
     topups: int = 0
     unseen: list[int] = field(default_factory=list)  # replies whose end the stream did not show
     errors: Counter = field(default_factory=Counter)
+    reconnects: int = 0  # broken streams resumed from their last event, as the page does
     send_latency: list[float] = field(default_factory=list)
     reply_latency: list[float] = field(default_factory=list)
 
 
+RECONNECTS = 3  # as the chat page does: resume a broken stream after its last event
+
+
 def _read(user: User, reply_id: int, tally: Tally, *, cancel_after: int | None = None) -> None:
-    """Read the reply's stream to its end; cancel after a few deltas when asked."""
+    """Read the reply's stream to its end, resuming a broken one; cancel after a few deltas when asked."""
     deltas = 0
-    try:
-        with user.stream(reply_id, timeout=30) as response:
-            if response.status_code != 200:
-                tally.errors[f"stream {response.status_code}"] += 1
-                tally.unseen.append(reply_id)
-                return
-            for event in parse_events(chunks_of(response)):
-                if event.kind == "delta":
-                    deltas += 1
-                    if cancel_after is not None and deltas == cancel_after:
-                        answer = user.post(f"/api/v1/messages/{reply_id}/cancel")
-                        if answer.status_code != 200:
-                            tally.errors[f"cancel {answer.status_code}"] += 1
-                elif event.kind == "done":
-                    tally.shown_cost += event.data["cost"]
+    last_id: str | None = None
+    for attempt in range(RECONNECTS + 1):
+        try:
+            with user.stream(reply_id, last_event_id=last_id, timeout=30) as response:
+                if response.status_code != 200:
+                    tally.errors[f"stream {response.status_code}"] += 1
+                    tally.unseen.append(reply_id)
                     return
-                elif event.kind == "error":
-                    tally.errors[f"reply failed: {event.data.get('code')}"] += 1
-                    return
-    except BROKEN as exc:
-        tally.errors[f"stream broke ({exc.__class__.__name__})"] += 1
+                for event in parse_events(chunks_of(response)):
+                    last_id = event.id or last_id
+                    if event.kind == "delta":
+                        deltas += 1
+                        if cancel_after is not None and deltas == cancel_after:
+                            answer = user.post(f"/api/v1/messages/{reply_id}/cancel")
+                            if answer.status_code != 200:
+                                tally.errors[f"cancel {answer.status_code}"] += 1
+                    elif event.kind == "done":
+                        tally.shown_cost += event.data["cost"]
+                        return
+                    elif event.kind == "error":
+                        tally.errors[f"reply failed: {event.data.get('code')}"] += 1
+                        return
+        except BROKEN as exc:
+            if attempt == RECONNECTS:
+                tally.errors[f"stream broke ({exc.__class__.__name__})"] += 1
+                break
+            tally.reconnects += 1
+            time.sleep(0.2)
     tally.unseen.append(reply_id)
 
 
@@ -170,6 +181,7 @@ def test_fifty_people_for_45_seconds_the_ledger_equals_what_they_were_shown(stac
         errors.update(tally.errors)
     sends = [x for t in tallies for x in t.send_latency]
     whole = [x for t in tallies for x in t.reply_latency]
+    print(f"[load] streams resumed after a broken connection: {sum(t.reconnects for t in tallies)}")
     assert not errors, errors
     assert replies >= USERS  # every person got at least a reply's worth of work through
     report(
@@ -187,5 +199,6 @@ def test_fifty_people_for_45_seconds_the_ledger_equals_what_they_were_shown(stac
         drain_s=round(drain, 1),
         duration_s=round(time.monotonic() - started, 1),
         user_errors=sum(errors.values()),
+        stream_reconnects=sum(t.reconnects for t in tallies),
         audit="clean",
     )
