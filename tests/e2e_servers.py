@@ -187,7 +187,7 @@ def parse_events(chunks: Iterable[bytes]) -> Iterator[Event]:
                 name, _, value = line.partition(":")
                 fields[name] = value.removeprefix(" ")
             if "event" in fields:
-                yield Event(id=fields.get("id", ""), kind=fields["event"], data=json.loads(fields.get("data", "{}")))
+                yield Event(id=fields.get("id", ""), kind=fields["event"], data=json.loads(fields.get("data") or "{}"))
 
 
 def read_until_end(events: Iterable[Event]) -> list[Event]:

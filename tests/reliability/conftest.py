@@ -34,6 +34,8 @@ import pytest
 import requests
 import urllib3
 
+from tests.e2e_servers import Event, parse_events
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 # Variables of the suite's environment that must not leak into the processes started here.
@@ -498,13 +500,6 @@ def stack(pg, redis, demo_model, tmp_path) -> Iterator[Stack]:
 BROKEN = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError)
 
 
-@dataclass(frozen=True)
-class Event:
-    id: str
-    kind: str
-    data: dict
-
-
 def chunks_of(response: requests.Response) -> Iterator[bytes]:
     """The body as it arrives: runserver's stream has no chunked framing, and
     `iter_content(None)` would then wait for the whole body."""
@@ -513,22 +508,6 @@ def chunks_of(response: requests.Response) -> Iterator[bytes]:
         if not chunk:
             return
         yield chunk
-
-
-def parse_events(chunks: Iterable[bytes]) -> Iterator[Event]:
-    buffer = b""
-    for chunk in chunks:
-        buffer += chunk
-        while b"\n\n" in buffer:
-            block, buffer = buffer.split(b"\n\n", 1)
-            fields: dict[str, str] = {}
-            for line in block.decode().splitlines():
-                if not line or line.startswith(":"):
-                    continue
-                key, _, value = line.partition(":")
-                fields[key] = value.removeprefix(" ")
-            if "event" in fields:
-                yield Event(fields.get("id", ""), fields["event"], json.loads(fields.get("data") or "{}"))
 
 
 class User:
