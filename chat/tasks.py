@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from chat import services
+from chat import worker
 
 # Publishing to a broker that is down fails within about a second, so a send can
 # answer 503 instead of hanging the request.
@@ -29,12 +29,12 @@ def message_run(message_id: int) -> None:
     # that delivery finds the reply no longer queued and does nothing (claims are a
     # compare-and-swap), and the sweep fails the reply once its hold runs out.
     # The same compare-and-swap makes a retry after a database error safe.
-    services.message_run(message_id=message_id)
+    worker.message_run(message_id=message_id)
 
 
 @shared_task(name="chat.messages_fail_stale", ignore_result=True)
 def messages_fail_stale() -> int:
-    return services.messages_fail_stale()
+    return worker.messages_fail_stale()
 
 
 def message_enqueue(*, message_id: int) -> None:

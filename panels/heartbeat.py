@@ -33,7 +33,7 @@ def workers_alive() -> list[str]:
 def _loop(hostname: str, stop: threading.Event) -> None:
     from django.db import close_old_connections
 
-    from chat.services import messages_fail_stale
+    from chat.worker import messages_fail_stale
     from panels.redis_client import get_redis
     from wallet.services import holds_expire
 

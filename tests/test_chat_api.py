@@ -9,7 +9,7 @@ import socket
 import pytest
 from django.db import connection
 
-from chat import services, streams
+from chat import streams, worker
 from chat.models import Conversation, Message, ModelSpec
 from chat.router import route_decide
 from chat.tokens import REPLY_PRIMING_TOKENS, estimate_message_tokens
@@ -350,7 +350,7 @@ def test_a_user_message_cannot_be_cancelled_retried_or_streamed(api, conversatio
 def test_retry_a_failed_reply(api, alice, conversation, queued, django_capture_on_commit_callbacks):
     failed_id = send(api, conversation, "[demo:tokens=5] hi").json()["id"]
     failed = Message.objects.get(pk=failed_id)
-    services._fail(failed, code="provider_error", text="The model provider had an error (HTTP 500).")
+    worker.message_fail(failed, code="provider_error", text="The model provider had an error (HTTP 500).")
 
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post(f"/api/v1/messages/{failed_id}/retry")

@@ -12,7 +12,7 @@ import uuid
 import pytest
 from rest_framework.test import APIClient
 
-from chat import services
+from chat import worker
 from chat.demo_server import estimate_prompt_tokens
 from chat.models import Conversation, Message, ModelSpec
 from chat.tokens import REPLY_PRIMING_TOKENS, estimate_message_tokens, estimate_output_tokens
@@ -304,13 +304,13 @@ def test_a_worker_killed_mid_reply_leaves_nothing_held_and_nothing_charged(api, 
     message = Message.objects.get(pk=reply_id)
     assert message.status == "streaming" and message.hold.status == Hold.Status.PENDING
     # The task is delivered again (acks_late): the reply is no longer queued, so it does nothing.
-    services.message_run(message_id=reply_id)
+    worker.message_run(message_id=reply_id)
     assert Message.objects.get(pk=reply_id).status == "streaming"
 
     # Once the hold's time limit passes, the worker's periodic sweep ends both.
     later = message.hold.expires_at + dt.timedelta(seconds=1)
     assert holds_expire(now=later) == 1
-    assert services.messages_fail_stale(now=later) == 1
+    assert worker.messages_fail_stale(now=later) == 1
     seen += read_until_end(events)
     assert seen[-1].kind == "error" and seen[-1].data["code"] == "expired"
     message.refresh_from_db()

@@ -1,4 +1,4 @@
-"""The worker's body (chat.services.message_run), run in-process against the demo model
+"""The worker's body (chat.worker.message_run), run in-process against the demo model
 server over HTTP and the real Redis: billing, retries, failures, cancel, the sweep."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from chat import services, streams
+from chat import services, streams, worker
 from chat.demo_server import estimate_prompt_tokens
 from chat.models import Conversation, Message
 from chat.tokens import estimate_output_tokens
@@ -57,7 +57,7 @@ def test_reply_is_billed_at_the_usage_the_provider_reported(conversation, queued
     content = "[demo:tokens=5] Hello there"
     reply = send(conversation, content)
     assert queued == [reply.pk]
-    services.message_run(message_id=reply.pk)
+    worker.message_run(message_id=reply.pk)
 
     reply.refresh_from_db()
     assert reply.status == Message.Status.DONE
@@ -87,15 +87,15 @@ def test_reply_is_billed_at_the_usage_the_provider_reported(conversation, queued
 
 def test_a_second_delivery_of_the_task_does_nothing(conversation):
     reply = send(conversation, "[demo:tokens=3] once")
-    services.message_run(message_id=reply.pk)
-    services.message_run(message_id=reply.pk)
+    worker.message_run(message_id=reply.pk)
+    worker.message_run(message_id=reply.pk)
     assert Entry.objects.filter(reference=f"message:{reply.pk}").count() == 1
     assert len([e for e in events_of(reply) if e.kind == "done"]) == 1
 
 
 def test_a_reply_without_usage_is_billed_on_a_marked_estimate(conversation):
     reply = send(conversation, "[demo:tokens=6][demo:fail=nousage] hi")
-    services.message_run(message_id=reply.pk)
+    worker.message_run(message_id=reply.pk)
     reply.refresh_from_db()
     assert reply.status == Message.Status.DONE
     assert reply.usage_estimated is True
@@ -112,7 +112,7 @@ def test_a_reply_without_usage_is_billed_on_a_marked_estimate(conversation):
 
 def test_a_stream_cut_after_text_is_billed_once_on_an_estimate(conversation):
     reply = send(conversation, "[demo:tokens=10][demo:fail=cut][demo:cut_after=3] hi")
-    services.message_run(message_id=reply.pk)
+    worker.message_run(message_id=reply.pk)
     reply.refresh_from_db()
     assert reply.status == Message.Status.DONE
     assert reply.content == "Demo reply to: "
@@ -125,7 +125,7 @@ def test_a_stream_cut_after_text_is_billed_once_on_an_estimate(conversation):
 def test_a_provider_error_before_text_charges_nothing(conversation, settings):
     settings.MODEL_FIRST_TOKEN_RETRIES = 0
     reply = send(conversation, "[demo:fail=500] hi")
-    services.message_run(message_id=reply.pk)
+    worker.message_run(message_id=reply.pk)
     reply.refresh_from_db()
     assert reply.status == Message.Status.FAILED
     assert reply.error_code == "provider_error"
@@ -142,7 +142,7 @@ def test_a_rejected_request_is_not_retried(conversation, settings):
     settings.MODEL_FIRST_TOKEN_RETRIES = 3
     reply = send(conversation, "[demo:nonsense] hi")  # the demo server answers 400
     started = time.monotonic()
-    services.message_run(message_id=reply.pk)
+    worker.message_run(message_id=reply.pk)
     assert time.monotonic() - started < 1
     reply.refresh_from_db()
     assert reply.status == Message.Status.FAILED and reply.error_code == "provider_rejected"
@@ -153,7 +153,7 @@ def test_429_is_retried_after_retry_after_then_fails_with_nothing_charged(conver
     settings.MODEL_FIRST_TOKEN_RETRIES = 1
     reply = send(conversation, "[demo:fail=429] hi")
     started = time.monotonic()
-    services.message_run(message_id=reply.pk)
+    worker.message_run(message_id=reply.pk)
     assert time.monotonic() - started >= 1.0  # the demo server says Retry-After: 1
     reply.refresh_from_db()
     assert reply.status == Message.Status.FAILED and reply.error_code == "rate_limited"
@@ -165,7 +165,7 @@ def test_429_once_succeeds_on_the_retry(conversation, settings):
     settings.MODEL_FIRST_TOKEN_RETRIES = 1
     reply = send(conversation, f"[demo:tokens=4][demo:fail=429once:{uuid.uuid4().hex}] hi")
     started = time.monotonic()
-    services.message_run(message_id=reply.pk)
+    worker.message_run(message_id=reply.pk)
     assert time.monotonic() - started >= 1.0
     reply.refresh_from_db()
     assert reply.status == Message.Status.DONE and reply.output_tokens == 4
@@ -176,7 +176,7 @@ def test_a_model_that_never_answers_times_out(conversation, settings):
     settings.MODEL_FIRST_TOKEN_RETRIES = 0
     settings.MODEL_TIMEOUT_SECONDS = 1
     reply = send(conversation, "[demo:fail=timeout] hi")
-    services.message_run(message_id=reply.pk)
+    worker.message_run(message_id=reply.pk)
     reply.refresh_from_db()
     assert reply.status == Message.Status.FAILED and reply.error_code == "timeout"
     assert "within 1 seconds" in reply.error_message
@@ -189,7 +189,7 @@ def test_cancel_before_the_worker_starts_charges_nothing(conversation):
     reply.refresh_from_db()
     assert reply.status == Message.Status.CANCELLED and reply.cost == 0
     assert Hold.objects.get(pk=reply.hold_id).status == Hold.Status.VOIDED
-    services.message_run(message_id=reply.pk)  # the task still arrives: a no-op
+    worker.message_run(message_id=reply.pk)  # the task still arrives: a no-op
     reply.refresh_from_db()
     assert reply.status == Message.Status.CANCELLED
     done = events_of(reply)[-1]
@@ -204,7 +204,7 @@ def test_cancel_mid_stream_pays_for_what_was_generated(conversation):
         from django.db import connection
 
         try:
-            services.message_run(message_id=reply.pk)
+            worker.message_run(message_id=reply.pk)
         finally:
             connection.close()  # a thread's own connection; PostgreSQL can't drop a database in use
 
@@ -239,8 +239,8 @@ def test_a_cost_above_the_hold_is_capped_at_the_hold(conversation, caplog):
     reply = send(conversation, "[demo:tokens=5] hi")
     # The operator raises the price while the reply waits: the hold no longer covers it.
     reply.model.__class__.objects.filter(pk=reply.model_id).update(input_price=100_000, output_price=100_000)
-    with caplog.at_level(logging.WARNING, logger="chat.services"):
-        services.message_run(message_id=reply.pk)
+    with caplog.at_level(logging.WARNING, logger="chat.worker"):
+        worker.message_run(message_id=reply.pk)
     reply.refresh_from_db()
     hold = Hold.objects.get(pk=reply.hold_id)
     assert reply.status == Message.Status.DONE
@@ -252,7 +252,7 @@ def test_a_cost_above_the_hold_is_capped_at_the_hold(conversation, caplog):
 def test_a_reply_whose_hold_ran_out_in_the_queue_fails_without_a_model_call(conversation):
     reply = send(conversation, "[demo:tokens=5] hi")
     Hold.objects.filter(pk=reply.hold_id).update(expires_at=timezone.now() + dt.timedelta(seconds=5))
-    services.message_run(message_id=reply.pk)
+    worker.message_run(message_id=reply.pk)
     reply.refresh_from_db()
     assert reply.status == Message.Status.FAILED and reply.error_code == "expired"
     assert reply.content == "" and balance(conversation.user) == START
@@ -263,10 +263,10 @@ def test_the_sweep_fails_a_reply_a_dead_worker_left_streaming(conversation):
     # A worker claimed it, streamed a little, and died.
     Message.objects.filter(pk=reply.pk).update(status=Message.Status.STREAMING)
     streams.ReplyWriter(reply).delta("Demo ")
-    assert services.messages_fail_stale() == 0  # its hold still has time
+    assert worker.messages_fail_stale() == 0  # its hold still has time
 
     hold = Hold.objects.get(pk=reply.hold_id)
-    assert services.messages_fail_stale(now=hold.expires_at + dt.timedelta(seconds=1)) == 1
+    assert worker.messages_fail_stale(now=hold.expires_at + dt.timedelta(seconds=1)) == 1
     reply.refresh_from_db()
     assert reply.status == Message.Status.FAILED and reply.error_code == "expired"
     assert Hold.objects.get(pk=reply.hold_id).status == Hold.Status.VOIDED
@@ -274,9 +274,9 @@ def test_the_sweep_fails_a_reply_a_dead_worker_left_streaming(conversation):
     events = events_of(reply)
     assert [e.kind for e in events] == ["delta", "error"]
 
-    services.message_run(message_id=reply.pk)  # the task delivered again after the crash
+    worker.message_run(message_id=reply.pk)  # the task delivered again after the crash
     assert not Entry.objects.filter(reference=f"message:{reply.pk}").exists()
-    assert services.messages_fail_stale(now=hold.expires_at + dt.timedelta(seconds=2)) == 0
+    assert worker.messages_fail_stale(now=hold.expires_at + dt.timedelta(seconds=2)) == 0
     assert ledger_audit() == []
 
 
@@ -284,10 +284,10 @@ def test_a_reply_settled_after_the_sweep_failed_it_charges_nothing(conversation)
     reply = send(conversation, "[demo:tokens=5] hi")
     hold = Hold.objects.get(pk=reply.hold_id)
     Message.objects.filter(pk=reply.pk).update(status=Message.Status.STREAMING)
-    services.messages_fail_stale(now=hold.expires_at + dt.timedelta(seconds=1))
+    worker.messages_fail_stale(now=hold.expires_at + dt.timedelta(seconds=1))
     # The worker was only slow, not dead: its settlement finds the reply already ended.
     message = Message.objects.select_related("model", "hold", "conversation__user").get(pk=reply.pk)
-    services._settle(message, services._Outcome(parts=["late"]), streams.ReplyWriter(message))
+    worker._settle(message, worker._Outcome(parts=["late"]), streams.ReplyWriter(message))
     reply.refresh_from_db()
     assert reply.status == Message.Status.FAILED
     assert balance(conversation.user) == START
@@ -308,7 +308,7 @@ def test_no_transaction_is_open_while_the_model_is_called(conversation, monkeypa
 
     monkeypatch.setattr(providers, "chat_stream", watched)
     reply = send(conversation, "[demo:tokens=3] hi")
-    services.message_run(message_id=reply.pk)
+    worker.message_run(message_id=reply.pk)
     assert seen == [False]
     assert Message.objects.get(pk=reply.pk).status == Message.Status.DONE
 
@@ -318,7 +318,7 @@ def test_the_workers_background_loop_runs_the_stale_reply_sweep(monkeypatch, set
 
     settings.CELERY_BEAT_SCHEDULE_SECONDS = 0
     swept = threading.Event()
-    monkeypatch.setattr(services, "messages_fail_stale", lambda: swept.set() or 0)
+    monkeypatch.setattr(worker, "messages_fail_stale", lambda: swept.set() or 0)
     stop = threading.Event()
     loop = threading.Thread(target=heartbeat._loop, args=(f"test-{uuid.uuid4().hex}", stop))
     loop.start()

@@ -223,7 +223,7 @@ def test_the_request_id_follows_a_message_to_the_worker(alice, chat_catalog, inf
     done = lines[-1]
     assert done["cost"] == events[-1].data["cost"] and done["status"] == "done"
     assert done["output_tokens"] == 4 and done["estimated"] is False
-    assert all(line["level"] == "INFO" and line["logger"] == "chat.services" for line in lines)
+    assert all(line["level"] == "INFO" and line["logger"] == "chat.worker" for line in lines)
 
 
 @pytest.mark.money

@@ -1,0 +1,384 @@
+"""The worker runtime: claim a queued reply, stream it from the provider into Redis,
+settle it (post or void its hold) exactly once, and the sweep that ends replies a dead
+worker left behind.
+
+Money rules: the reply is settled exactly once, by the compare-and-swap that ends it
+(streaming -> done/cancelled/failed) in the same transaction as the post or void.
+No transaction is open while a model is called.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.utils import timezone
+
+from chat import providers, streams
+from chat.models import Message, ModelSpec
+from chat.tokens import estimate_output_tokens
+from wallet.errors import HoldNotPending
+from wallet.models import Hold
+from wallet.selectors import wallet_summary
+from wallet.services import cost_in_credits, wallet_post, wallet_void
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The worker looks for a cancel request every this many chunks, or this often,
+# whichever comes first: one Redis round trip per check.
+CANCEL_CHECK_CHUNKS = 8
+CANCEL_CHECK_SECONDS = 0.25
+# A reply stops this long before its hold expires, so it can still be settled.
+DEADLINE_MARGIN_SECONDS = 30
+RUNNING = (Message.Status.QUEUED, Message.Status.STREAMING)
+
+@dataclass
+class _Outcome:
+    parts: list[str] = field(default_factory=list)
+    usage: providers.Usage | None = None
+    cancelled: bool = False
+    truncated: bool = False
+    failure: providers.ProviderError | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _provider_messages(message: Message, spec: ModelSpec) -> list[dict]:
+    by_id = Message.objects.in_bulk(message.context_ids)
+    triples = [
+        (m.role, m.content, m.attachments if spec.image_input else [])
+        for pk in message.context_ids
+        if (m := by_id.get(pk)) is not None
+    ]
+    return providers.to_openai_messages(triples)
+
+
+def _backoff(attempt: int) -> float:
+    return min(0.5 * 2 ** (attempt - 1), 8.0) * (1 + random.random() * 0.25)
+
+
+def _wait(message: Message, seconds: float, deadline: float) -> bool:
+    """Sleep before a retry, in slices, watching for a cancel; False if cancelled or out of time."""
+    until = time.monotonic() + seconds
+    if until >= deadline:
+        return False
+    while (left := until - time.monotonic()) > 0:
+        time.sleep(min(left, CANCEL_CHECK_SECONDS))
+        if streams.cancel_requested(message):
+            return False
+    return True
+
+
+def _stream(message: Message, spec: ModelSpec, writer: streams.ReplyWriter, deadline: float) -> _Outcome:
+    outcome = _Outcome()
+    request = _when_the_database_answers(
+        lambda: _provider_messages(message, spec),
+        message_id=message.pk,
+        doing="starting a reply",
+        seconds=DEADLINE_MARGIN_SECONDS,
+    )
+    attempt = 0
+    while True:
+        if streams.cancel_requested(message):
+            outcome.cancelled = True
+            return outcome
+        try:
+            reply = providers.chat_stream(spec=spec, messages=request, max_tokens=spec.max_output_tokens)
+            try:
+                chunks = 0
+                checked_at = time.monotonic()
+                for chunk in reply:
+                    if chunk.text:
+                        if not outcome.parts:
+                            log.info("first token", extra={"message_id": message.pk, "attempt": attempt})
+                        outcome.parts.append(chunk.text)
+                        writer.delta(chunk.text)
+                    if chunk.usage is not None:
+                        outcome.usage = chunk.usage
+                    chunks += 1
+                    now = time.monotonic()
+                    if chunks % CANCEL_CHECK_CHUNKS == 0 or now - checked_at >= CANCEL_CHECK_SECONDS:
+                        checked_at = now
+                        if streams.cancel_requested(message):
+                            outcome.cancelled = True
+                            break
+                        if now >= deadline:
+                            outcome.truncated = True
+                            break
+            finally:
+                reply.close()
+            return outcome
+        except providers.ProviderError as err:
+            if outcome.parts:
+                # Text has streamed: the call is never repeated (it would bill twice
+                # and the reader has already shown the first half).
+                outcome.failure = err
+                return outcome
+            if err.transient and attempt < settings.MODEL_FIRST_TOKEN_RETRIES:
+                attempt += 1
+                wait = err.retry_after if err.retry_after is not None else _backoff(attempt)
+                log.info(
+                    "model call failed before the first token; retrying",
+                    extra={"message_id": message.pk, "code": err.code, "attempt": attempt, "wait": wait},
+                )
+                if not _wait(message, wait, deadline):
+                    if streams.cancel_requested(message):
+                        outcome.cancelled = True
+                    else:
+                        outcome.failure = err
+                    return outcome
+                continue
+            outcome.failure = err
+            return outcome
+
+
+def message_run(*, message_id: int) -> None:
+    """The worker's body: claim the reply, stream it from the model, settle it once."""
+    claimed = Message.objects.filter(pk=message_id, role=Message.Role.ASSISTANT, status=Message.Status.QUEUED).update(
+        status=Message.Status.STREAMING, started_at=timezone.now()
+    )
+    if not claimed:
+        # A second delivery of the task, a cancelled reply, or a deleted conversation.
+        log.info("reply not queued; nothing to do", extra={"message_id": message_id})
+        return
+    message = _when_the_database_answers(
+        lambda: Message.objects.select_related("model", "hold", "conversation__user").get(pk=message_id),
+        message_id=message_id,
+        doing="starting a reply",
+        seconds=DEADLINE_MARGIN_SECONDS,
+    )
+    log.info("reply claimed", extra={"message_id": message_id, "model": message.model.slug})
+    writer = streams.ReplyWriter(message)
+    hold = message.hold
+    left = (hold.expires_at - timezone.now()).total_seconds() if hold else 0
+    if hold is None or hold.status != Hold.Status.PENDING or left <= DEADLINE_MARGIN_SECONDS:
+        message_fail(
+            message,
+            code="expired",
+            text="This reply waited too long to start and was dropped. Nothing was charged.",
+            writer=writer,
+        )
+        return
+    deadline = time.monotonic() + left - DEADLINE_MARGIN_SECONDS
+    # The model call can take minutes and needs no database: give the connection back,
+    # so a worker holding a thousand replies does not hold a thousand connections.
+    # Settling opens a new one. (Inside a caller's transaction, as in some tests, the
+    # connection must stay.)
+    if not connection.in_atomic_block:
+        connection.close()
+    try:
+        outcome = _stream(message, message.model, writer, deadline)
+    except Exception:
+        log.exception("reply failed unexpectedly", extra={"message_id": message_id})
+        outcome = _Outcome(
+            failure=providers.ProviderError(
+                code="internal_error", message="Something went wrong on our side.", transient=False
+            )
+        )
+    # The hold's last DEADLINE_MARGIN_SECONDS are kept for settling.
+    _when_the_database_answers(
+        lambda: _settle(message, outcome, writer),
+        message_id=message_id,
+        doing="settling a reply",
+        seconds=DEADLINE_MARGIN_SECONDS - 5,
+    )
+
+
+def _when_the_database_answers(fn: Callable[[], T], *, message_id: int, doing: str, seconds: float) -> T:
+    """`fn()`, tried again while the database is unreachable (a restart, a failover).
+
+    A reply whose worker gave up on a database error mid-way would stay running until
+    its hold expired (the sweep then fails it): after the model had answered, and been
+    paid. Every step retried here is a read or one compare-and-swap transaction, so an
+    attempt after a commit whose answer was lost does nothing.
+    """
+    give_up_at = time.monotonic() + seconds
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except (OperationalError, InterfaceError):
+            if connection.in_atomic_block:
+                # Inside a caller's transaction a retry can't help, and closing the
+                # connection would break that transaction for everything after it.
+                raise
+            attempt += 1
+            wait = min(0.5 * 2 ** (attempt - 1), 4.0)
+            if time.monotonic() + wait > give_up_at:
+                raise
+            log.warning(
+                "database unavailable while %s; retrying",
+                doing,
+                extra={"message_id": message_id, "attempt": attempt},
+                exc_info=True,
+            )
+            connection.close()  # the next query opens a new connection
+            time.sleep(wait)
+
+
+def _settle(message: Message, outcome: _Outcome, writer: streams.ReplyWriter) -> None:
+    text = outcome.text
+    if not text:
+        if outcome.cancelled:
+            _finish(message, writer, status=Message.Status.CANCELLED, text="", usage=providers.Usage(0, 0))
+            return
+        failure = outcome.failure or providers.ProviderError(
+            code="empty_reply", message="The model returned an empty reply.", transient=False
+        )
+        if outcome.usage is None or outcome.failure is not None:
+            message_fail(message, code=failure.code, text=f"{failure.message} Nothing was charged.", writer=writer)
+            return
+    estimated = outcome.usage is None
+    usage = outcome.usage or providers.Usage(message.input_estimate, estimate_output_tokens(text))
+    warning_code = warning = ""
+    if outcome.failure is not None and estimated:
+        warning_code = "incomplete"
+        warning = f"The reply was cut off ({outcome.failure.message}); you paid for the part received (estimated)."
+    elif outcome.truncated:
+        warning_code = "incomplete"
+        warning = "The reply ran out of time and was cut short; you paid for the part received (estimated)."
+    elif estimated and not outcome.cancelled:
+        warning_code = "usage_estimated"
+        warning = "The model did not report its token usage; this reply was billed on an estimate."
+    status = Message.Status.CANCELLED if outcome.cancelled else Message.Status.DONE
+    _finish(
+        message,
+        writer,
+        status=status,
+        text=text,
+        usage=usage,
+        estimated=estimated,
+        warning_code=warning_code,
+        warning=warning,
+    )
+
+
+def _finish(
+    message: Message,
+    writer: streams.ReplyWriter,
+    *,
+    status: str,
+    text: str,
+    usage: providers.Usage,
+    estimated: bool = False,
+    warning_code: str = "",
+    warning: str = "",
+) -> None:
+    """Post the hold at the cost of `usage` and end the reply, in one transaction."""
+    spec = message.model
+    hold = message.hold
+    cost = cost_in_credits(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        input_price=spec.input_price,
+        output_price=spec.output_price,
+    )
+    if cost > hold.amount:
+        log.warning(
+            "reply cost more than its hold; charging the hold",
+            extra={"message_id": message.pk, "cost": cost, "hold": hold.amount},
+        )
+        cost = hold.amount
+    try:
+        with transaction.atomic():
+            ended = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(
+                status=status,
+                content=text,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                usage_estimated=estimated,
+                cost=cost,
+                error_code=warning_code,
+                error_message=warning[:500],
+                finished_at=timezone.now(),
+            )
+            if not ended:
+                # The sweep already failed it (and voided the hold): nothing to settle.
+                log.warning("reply ended elsewhere before it was settled", extra={"message_id": message.pk})
+                return
+            wallet_post(
+                hold=hold,
+                amount=cost,
+                memo=f"{spec.name}: {usage.input_tokens} in / {usage.output_tokens} out"
+                + (" (estimated)" if estimated else ""),
+            )
+    except HoldNotPending:
+        message_fail(
+            message,
+            code="expired",
+            text="This reply took longer than its time limit and could not be billed; nothing was charged.",
+            writer=writer,
+        )
+        return
+    message.refresh_from_db()
+    log.info(
+        "reply settled",
+        extra={
+            "message_id": message.pk,
+            "status": status,
+            "cost": cost,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "estimated": estimated,
+        },
+    )
+    announce_done(message, writer=writer)
+
+
+def announce_done(message: Message, *, writer: streams.ReplyWriter | None = None) -> None:
+    summary = wallet_summary(user=message.conversation.user)
+    payload = streams.done_payload(message, balance=summary.balance, available=summary.available)
+    if writer is not None:
+        writer.terminal("done", payload)
+    else:
+        streams.append_terminal(message, "done", payload)
+
+
+def message_fail(message: Message, *, code: str, text: str, writer: streams.ReplyWriter | None = None) -> bool:
+    """End a reply as failed and release its hold; False if it had already ended."""
+    with transaction.atomic():
+        failed = Message.objects.filter(pk=message.pk, status__in=RUNNING).update(
+            status=Message.Status.FAILED,
+            error_code=code[:40],
+            error_message=text[:500],
+            cost=0,
+            finished_at=timezone.now(),
+        )
+        if failed and message.hold_id:
+            wallet_void(hold=message.hold, reason=f"reply failed: {code}")
+    if failed:
+        log.info("reply failed", extra={"message_id": message.pk, "code": code})
+        payload = {"code": code, "message": text}
+        if writer is not None:
+            writer.terminal("error", payload)
+        else:
+            streams.append_terminal(message, "error", payload)
+    return bool(failed)
+
+
+# --- the sweep ----------------------------------------------------------------
+
+
+def messages_fail_stale(*, now: dt.datetime | None = None) -> int:
+    """Fail every reply still queued or streaming after its hold's time limit: its worker
+    died or its task was lost. The hold is released, so nothing is charged."""
+    now = now or timezone.now()
+    stale = Message.objects.filter(status__in=RUNNING, hold__expires_at__lte=now).select_related("hold", "conversation")
+    count = 0
+    for message in stale:
+        count += message_fail(
+            message,
+            code="expired",
+            text="This reply stopped before it finished (the service restarted). Nothing was charged.",
+        )
+    return count
