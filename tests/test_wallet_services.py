@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from tests.wallet_helpers import funded_wallet
-from wallet.errors import HoldExceeded, HoldNotPending, IdempotencyConflict, InsufficientCredits, WalletFrozen
+from wallet.errors import HoldNotPending, IdempotencyConflict, InsufficientCredits, WalletFrozen
 from wallet.models import Account, Entry, Hold, LedgerImmutable, Shortfall
 from wallet.selectors import account_balance_from_entries, ledger_audit
 from wallet.services import (
@@ -68,11 +68,9 @@ def test_hold_post_releases_the_rest(alice):
     assert ledger_audit() == []
 
 
-def test_post_is_once_and_never_above_the_hold(alice):
+def test_post_is_once(alice):
     account = funded_wallet(alice, 1000)
     hold = wallet_hold(account=account, amount=300, idempotency_key="h1")
-    with pytest.raises(HoldExceeded):
-        wallet_post(hold=hold, amount=301)
     wallet_post(hold=hold, amount=200)
     assert wallet_post(hold=hold, amount=200).status == Hold.Status.POSTED
     with pytest.raises(IdempotencyConflict):
@@ -167,10 +165,22 @@ def test_partial_debit_goes_to_zero_and_records_shortfall(alice):
         account=account, amount=1500, kind=Entry.Kind.REFUND, idempotency_key="refund:re_1", partial=True
     )
     assert again == (entry, 500)
+    with pytest.raises(IdempotencyConflict):
+        wallet_debit(account=account, amount=1400, kind=Entry.Kind.REFUND, idempotency_key="refund:re_1", partial=True)
     account.refresh_from_db()
     assert account.balance == 0
     assert Shortfall.objects.get().amount == 500
+    assert account.frozen
     assert ledger_audit() == []
+
+
+def test_debit_retry_with_another_amount_is_an_error(alice):
+    account = funded_wallet(alice, 1000)
+    wallet_debit(account=account, amount=100, kind=Entry.Kind.ADJUSTMENT, idempotency_key="a1")
+    with pytest.raises(IdempotencyConflict):
+        wallet_debit(account=account, amount=200, kind=Entry.Kind.ADJUSTMENT, idempotency_key="a1")
+    account.refresh_from_db()
+    assert account.balance == 900
 
 
 def test_full_debit_refuses_when_short(alice):

@@ -28,7 +28,3 @@ class IdempotencyConflict(WalletError):
 
 class HoldNotPending(WalletError):
     code = "hold_not_pending"
-
-
-class HoldExceeded(WalletError):
-    code = "hold_exceeded"

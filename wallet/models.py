@@ -137,6 +137,9 @@ class Hold(models.Model):
     amount = models.BigIntegerField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     posted_amount = models.BigIntegerField(null=True, blank=True)
+    # What a post asked above the hold: charged from the available balance, the rest
+    # recorded as a Shortfall (entry and shortfall keyed `hold:<id>:excess`).
+    excess = models.BigIntegerField(default=0)
     idempotency_key = models.CharField(max_length=200, unique=True)
     reference = models.CharField(max_length=200, blank=True)
     reason = models.CharField(max_length=300, blank=True)
@@ -151,6 +154,9 @@ class Hold(models.Model):
                 condition=Q(posted_amount__isnull=True) | Q(posted_amount__gte=0, posted_amount__lte=F("amount")),
                 name="hold_posted_within_amount",
             ),
+            models.CheckConstraint(
+                condition=Q(excess=0) | Q(excess__gt=0, posted_amount=F("amount")), name="hold_excess_after_full_post"
+            ),
         ]
         indexes = [models.Index(fields=["status", "expires_at"])]
 
@@ -159,7 +165,9 @@ class Hold(models.Model):
 
 
 class Shortfall(models.Model):
-    """Credits a clawback could not take back because they were already spent."""
+    """Credits a charge could not take: a clawback of credits already spent, or usage
+    above what the wallet had. Its reference is the charge's idempotency key; an
+    unresolved shortfall keeps the wallet frozen."""
 
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="shortfalls")
     amount = models.BigIntegerField()

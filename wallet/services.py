@@ -7,7 +7,9 @@ idempotent: a retry with the same key returns the first outcome and writes nothi
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
@@ -16,8 +18,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from wallet.errors import HoldExceeded, HoldNotPending, IdempotencyConflict, InsufficientCredits, WalletFrozen
+from wallet.errors import HoldNotPending, IdempotencyConflict, InsufficientCredits, WalletFrozen
 from wallet.models import Account, Entry, Hold, Shortfall
+
+log = logging.getLogger(__name__)
 
 # System accounts: where credits come from and where they go.
 SYSTEM_STRIPE = "stripe"  # money paid in through Stripe (or the demo checkout)
@@ -146,6 +150,18 @@ def wallet_credit(
         return existing
 
 
+@dataclass(frozen=True)
+class Charge:
+    """What a charge took: the entry for the part the wallet covered, and the rest."""
+
+    entry: Entry | None
+    shortfall: int
+
+    @property
+    def taken(self) -> int:
+        return self.entry.amount if self.entry else 0
+
+
 def wallet_debit(
     *,
     account: Account,
@@ -158,37 +174,84 @@ def wallet_debit(
 ) -> tuple[Entry | None, int]:
     """Take credits from a wallet; returns (entry, shortfall).
 
-    With `partial`, takes what is available (down to zero, never below) and reports
-    the rest as the shortfall instead of refusing.
+    With `partial`, takes what is available (down to zero, never below) and records
+    the rest as a shortfall (which freezes the wallet) instead of refusing.
     """
     if amount <= 0:
         raise ValueError("A debit must be a positive whole number of credits.")
     with transaction.atomic():
         wallet = _lock(account.pk)
-        existing = Entry.objects.filter(idempotency_key=idempotency_key).first()
-        if existing is not None:
-            _check_same(existing, kind=kind, debit_account_id=wallet.pk)
-            return existing, amount - existing.amount
-        if Shortfall.objects.filter(reference=idempotency_key).exists():
-            return None, amount
-        take = min(amount, wallet.available) if partial else amount
-        if take > wallet.available:
-            raise InsufficientCredits(needed=amount, available=wallet.available)
-        entry = None
-        if take > 0:
-            entry = _write_entry(
-                user_account=wallet,
-                direction="out",
-                amount=take,
-                kind=kind,
-                idempotency_key=idempotency_key,
-                reference=reference,
-                memo=memo,
-            )
-        shortfall = amount - take
-        if shortfall:
-            Shortfall.objects.create(account=wallet, amount=shortfall, reference=idempotency_key)
-        return entry, shortfall
+        if not partial:
+            existing = _existing_entry(idempotency_key, kind=kind, debit_account_id=wallet.pk, amount=amount)
+            if existing is not None:
+                return existing, 0
+            if amount > wallet.available:
+                raise InsufficientCredits(needed=amount, available=wallet.available)
+        charge = _charge_locked(
+            wallet, amount=amount, kind=kind, idempotency_key=idempotency_key, reference=reference, memo=memo
+        )
+        return charge.entry, charge.shortfall
+
+
+def wallet_charge(
+    *,
+    account: Account,
+    amount: int,
+    idempotency_key: str,
+    reference: str = "",
+    memo: str = "",
+    kind: str = Entry.Kind.USAGE,
+) -> Charge:
+    """Charge `amount`: debit what the available balance covers, record the rest as a shortfall.
+
+    Nothing is written off silently: a charge the wallet cannot cover (usage that
+    outran its hold, or settled after its hold expired) takes the available credits
+    and records the remainder as a `Shortfall`, which freezes the wallet until an
+    operator resolves it, as a refund's shortfall does. A repeat with the same key
+    returns the first outcome; the same key with another amount is an error.
+    """
+    if amount <= 0:
+        raise ValueError("A charge must be a positive whole number of credits.")
+    with transaction.atomic():
+        wallet = _lock(account.pk)
+        return _charge_locked(
+            wallet, amount=amount, kind=kind, idempotency_key=idempotency_key, reference=reference, memo=memo
+        )
+
+
+def _charge_locked(
+    wallet: Account, *, amount: int, kind: str, idempotency_key: str, reference: str, memo: str
+) -> Charge:
+    """Take up to `amount` from the locked wallet (never below zero); the rest is a shortfall."""
+    entry = Entry.objects.filter(idempotency_key=idempotency_key).first()
+    recorded = Shortfall.objects.filter(reference=idempotency_key).first()
+    if entry is not None or recorded is not None:
+        if entry is not None:
+            _check_same(entry, kind=kind, debit_account_id=wallet.pk)
+        if recorded is not None:
+            _check_same(recorded, account_id=wallet.pk)
+        first = (entry.amount if entry else 0) + (recorded.amount if recorded else 0)
+        if first != amount:
+            raise IdempotencyConflict(f"Idempotency key reused with a different amount: {first} != {amount}")
+        return Charge(entry, recorded.amount if recorded else 0)
+    take = max(0, min(amount, wallet.available))
+    entry = None
+    if take:
+        entry = _write_entry(
+            user_account=wallet,
+            direction="out",
+            amount=take,
+            kind=kind,
+            idempotency_key=idempotency_key,
+            reference=reference,
+            memo=memo,
+        )
+    shortfall = amount - take
+    if shortfall:
+        Shortfall.objects.create(account=wallet, amount=shortfall, reference=idempotency_key)
+        wallet_freeze(account=wallet, reason=f"{shortfall:,} credits of {kind} were not covered ({idempotency_key})")
+        log.warning("charge shortfall", extra={"account_id": wallet.pk, "shortfall": shortfall, "key": idempotency_key})
+    return Charge(entry, shortfall)
 
 
 def wallet_hold(
@@ -238,22 +301,25 @@ def _available_now(account_id: int) -> int:
 
 
 def wallet_post(*, hold: Hold, amount: int, memo: str = "", reference: str | None = None) -> Hold:
-    """Settle a hold at `amount` (not above the hold); the rest is released."""
+    """Settle a hold at `amount`; the rest of the hold is released.
+
+    Above the hold, the hold is posted in full and the excess is charged like
+    `wallet_charge` (available credits, then a shortfall), in the same transaction.
+    An expired or voided hold can't be posted: late settlement uses `wallet_charge`.
+    """
     if amount < 0:
         raise ValueError("A posted amount cannot be negative.")
     with transaction.atomic():
         _lock(hold.account_id)
         current = Hold.objects.get(pk=hold.pk)
         if current.status == Hold.Status.POSTED:
-            if current.posted_amount != amount:
+            if current.posted_amount + current.excess != amount:
                 raise IdempotencyConflict(
-                    f"Hold {current.pk} was already posted at {current.posted_amount}, not {amount}."
+                    f"Hold {current.pk} was already posted at {current.posted_amount + current.excess}, not {amount}."
                 )
             return current
         if current.status != Hold.Status.PENDING:
             raise HoldNotPending(f"Hold {current.pk} is {current.status} and cannot be posted.")
-        if amount > current.amount:
-            raise HoldExceeded(f"Cannot post {amount} credits against a hold of {current.amount}.")
         if current.expires_at <= timezone.now():
             # Commit the expiry, then refuse: an expired hold can't be posted.
             _release(current, Hold.Status.EXPIRED, "expired before it was posted")
@@ -267,23 +333,37 @@ def wallet_post(*, hold: Hold, amount: int, memo: str = "", reference: str | Non
 
 
 def _post_pending(current: Hold, *, amount: int, memo: str, reference: str | None) -> None:
+    posted = min(amount, current.amount)
+    excess = amount - posted
     wallet = Account.objects.get(pk=current.account_id)
     Account.objects.filter(pk=wallet.pk).update(held=F("held") - current.amount)
-    if amount:
+    wallet.held -= current.amount
+    reference = current.reference if reference is None else reference
+    if posted:
         _write_entry(
             user_account=wallet,
             direction="out",
-            amount=amount,
+            amount=posted,
             kind=Entry.Kind.USAGE,
             idempotency_key=f"hold:{current.pk}:post",
-            reference=current.reference if reference is None else reference,
+            reference=reference,
             memo=memo,
             hold=current,
         )
     current.status = Hold.Status.POSTED
-    current.posted_amount = amount
+    current.posted_amount = posted
+    current.excess = excess
     current.resolved_at = timezone.now()
-    current.save(update_fields=["status", "posted_amount", "resolved_at"])
+    current.save(update_fields=["status", "posted_amount", "excess", "resolved_at"])
+    if excess:
+        _charge_locked(
+            wallet,
+            amount=excess,
+            kind=Entry.Kind.USAGE,
+            idempotency_key=f"hold:{current.pk}:excess",
+            reference=reference,
+            memo=f"{memo} (above its hold of {current.amount})".strip(),
+        )
 
 
 def _release(hold: Hold, status: str, reason: str) -> None:

@@ -6,79 +6,114 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('wallet', '0001_initial'),
+        ("wallet", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='stripeevent',
-            name='attempts',
+            model_name="stripeevent",
+            name="attempts",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='stripeevent',
-            name='charge_id',
+            model_name="stripeevent",
+            name="charge_id",
             field=models.CharField(blank=True, db_index=True, max_length=255),
         ),
         migrations.AddField(
-            model_name='stripeevent',
-            name='claimed_at',
+            model_name="stripeevent",
+            name="claimed_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='stripeevent',
-            name='event_created',
+            model_name="stripeevent",
+            name="event_created",
             field=models.BigIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='stripeevent',
-            name='payload',
+            model_name="stripeevent",
+            name="payload",
             field=models.JSONField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='stripeevent',
-            name='payment_intent_id',
+            model_name="stripeevent",
+            name="payment_intent_id",
             field=models.CharField(blank=True, db_index=True, max_length=255),
         ),
         migrations.AddField(
-            model_name='stripeevent',
-            name='status',
-            field=models.CharField(choices=[('received', 'Received'), ('processing', 'Processing'), ('processed', 'Processed'), ('deferred', 'Waiting for its top-up'), ('ignored', 'Ignored'), ('failed', 'Failed (will be retried)')], default='received', max_length=12),
+            model_name="stripeevent",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("received", "Received"),
+                    ("processing", "Processing"),
+                    ("processed", "Processed"),
+                    ("deferred", "Waiting for its top-up"),
+                    ("ignored", "Ignored"),
+                    ("failed", "Failed (will be retried)"),
+                ],
+                default="received",
+                max_length=12,
+            ),
         ),
         migrations.AddField(
-            model_name='stripeevent',
-            name='topup',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='stripe_events', to='wallet.topup'),
+            model_name="stripeevent",
+            name="topup",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="stripe_events",
+                to="wallet.topup",
+            ),
         ),
         migrations.AddField(
-            model_name='topup',
-            name='clawed_back_credits',
+            model_name="topup",
+            name="clawed_back_credits",
             field=models.BigIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='topup',
-            name='dispute_id',
+            model_name="topup",
+            name="dispute_id",
             field=models.CharField(blank=True, max_length=255),
         ),
         migrations.AddField(
-            model_name='topup',
-            name='dispute_status',
-            field=models.CharField(blank=True, choices=[('open', 'Open'), ('won', 'Won'), ('lost', 'Lost')], max_length=20),
+            model_name="topup",
+            name="dispute_status",
+            field=models.CharField(
+                blank=True, choices=[("open", "Open"), ("won", "Won"), ("lost", "Lost")], max_length=20
+            ),
         ),
         migrations.AlterField(
-            model_name='topup',
-            name='status',
-            field=models.CharField(choices=[('created', 'Awaiting payment'), ('pending', 'Payment processing'), ('paid', 'Paid'), ('failed', 'Failed'), ('expired', 'Expired (not paid)'), ('refunded', 'Refunded'), ('partially_refunded', 'Partially refunded'), ('disputed', 'Disputed'), ('dispute_lost', 'Dispute lost')], default='created', max_length=20),
+            model_name="topup",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("created", "Awaiting payment"),
+                    ("pending", "Payment processing"),
+                    ("paid", "Paid"),
+                    ("failed", "Failed"),
+                    ("expired", "Expired (not paid)"),
+                    ("refunded", "Refunded"),
+                    ("partially_refunded", "Partially refunded"),
+                    ("disputed", "Disputed"),
+                    ("dispute_lost", "Dispute lost"),
+                ],
+                default="created",
+                max_length=20,
+            ),
         ),
         migrations.AddIndex(
-            model_name='stripeevent',
-            index=models.Index(fields=['status', 'event_created'], name='wallet_stri_status_018336_idx'),
+            model_name="stripeevent",
+            index=models.Index(fields=["status", "event_created"], name="wallet_stri_status_018336_idx"),
         ),
         migrations.AddConstraint(
-            model_name='topup',
-            constraint=models.CheckConstraint(condition=models.Q(('clawed_back_credits__gte', 0), ('clawed_back_credits__lte', models.F('credits'))), name='topup_clawback_within_credits'),
+            model_name="topup",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("clawed_back_credits__gte", 0), ("clawed_back_credits__lte", models.F("credits"))),
+                name="topup_clawback_within_credits",
+            ),
         ),
     ]
