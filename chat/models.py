@@ -55,10 +55,14 @@ class ModelSpec(models.Model):
 
     @property
     def available(self) -> bool:
+        if self.is_demo and not settings.DEMO_ALLOWED:
+            return False
         return self.enabled and bool(self.api_key)
 
     @property
     def unavailable_reason(self) -> str:
+        if self.is_demo and not settings.DEMO_ALLOWED:
+            return "the demo model never answers in production"
         if not self.enabled:
             return "disabled by the operator"
         if not self.api_key:

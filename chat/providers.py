@@ -214,6 +214,9 @@ class ReplyStream:
 
 def chat_stream(*, spec: ModelSpec, messages: list[dict], max_tokens: int | None = None) -> ReplyStream:
     """Open a streamed completion; raises ProviderError if the call fails before streaming."""
+    if spec.is_demo and not settings.DEMO_ALLOWED:
+        # The last lock: whatever queued it, production never calls the demo server.
+        raise ProviderError(code="model_unavailable", message=spec.unavailable_reason, transient=False)
     try:
         raw = _client(spec).chat.completions.create(
             model=spec.upstream_id,

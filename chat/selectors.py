@@ -3,6 +3,7 @@ so another user's id is a 404, never a 403 that confirms it exists."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.http import Http404
@@ -11,8 +12,14 @@ from chat.models import Conversation, Message, ModelSpec
 
 
 def models_catalog() -> QuerySet[ModelSpec]:
-    """Every model the operator has enabled, available or not (the dropdown greys those out)."""
-    return ModelSpec.objects.filter(enabled=True).order_by("sort_order", "name")
+    """Every model the operator has enabled, available or not (the dropdown greys those out).
+
+    The demo model is not in production's catalog at all, even if its row was kept.
+    """
+    models = ModelSpec.objects.filter(enabled=True)
+    if not settings.DEMO_ALLOWED:
+        models = models.exclude(is_demo=True)
+    return models.order_by("sort_order", "name")
 
 
 def conversations_for_user(*, user: AbstractBaseUser) -> QuerySet[Conversation]:

@@ -13,6 +13,6 @@ def site(request: HttpRequest) -> dict:
         balance = wallet_summary(user=user)
     return {
         "header_wallet": balance,
-        "stripe_demo": not settings.STRIPE_SECRET_KEY,
+        "stripe_demo": settings.DEMO_ALLOWED and settings.TOPUPS_ENABLED and not settings.STRIPE_SECRET_KEY,
         "credits_per_usd": settings.CREDITS_PER_USD,
     }

@@ -38,6 +38,12 @@ def _production_problems() -> list[str]:
         problems.append("ALLOWED_HOSTS must list the site's host names, not '*'")
     if envstr("DATABASE_URL").partition("://")[0] not in {"postgres", "postgresql", "pgsql"}:
         problems.append("DATABASE_URL must point at PostgreSQL")
+    # Without Stripe a server would fall back to the demo checkout, which credits wallets
+    # for nothing; without the webhook secret refunds and lost disputes are never taken back.
+    if envbool("TOPUPS_ENABLED", True):
+        for name in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"):
+            if not envstr(name):
+                problems.append(f"{name} must be set (or top-ups turned off with TOPUPS_ENABLED=false)")
     return problems
 
 
@@ -247,6 +253,12 @@ CREDITS_PER_USD = envint("CREDITS_PER_USD", 2_000_000)
 HOLD_TTL_SECONDS = envint("HOLD_TTL_SECONDS", 600)
 TOPUP_MIN_CENTS = 100
 TOPUP_MAX_CENTS = 100_000
+# Off: no top-ups can be started (the pages and the API say so); a production server
+# without Stripe keys must say this explicitly.
+TOPUPS_ENABLED = envbool("TOPUPS_ENABLED", True)
+# The demo checkout (credits without a payment) and the demo model exist only outside
+# production; not a setting of its own, so no environment variable can turn them on there.
+DEMO_ALLOWED = not PRODUCTION
 STRIPE_SECRET_KEY = envstr("STRIPE_SECRET_KEY")
 STRIPE_PUBLISHABLE_KEY = envstr("STRIPE_PUBLISHABLE_KEY")
 STRIPE_WEBHOOK_SECRET = envstr("STRIPE_WEBHOOK_SECRET")

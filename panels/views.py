@@ -8,15 +8,15 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from chat.models import ModelSpec
 from chat.pricing_views import DEFAULTS, reference_rows
+from chat.selectors import models_catalog
 from panels.health import health_report
 from panels.models import ApiKey
 from panels.services import user_delete
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    models = list(ModelSpec.objects.filter(enabled=True))
+    models = list(models_catalog())
     return render(request, "home.html", {"models": models, "reference": reference_rows(models), "mix": DEFAULTS})
 
 

@@ -6,6 +6,7 @@ Settings are read once per process, so each case starts a fresh Python.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -22,6 +23,9 @@ SAFE = {
     "ALLOWED_HOSTS": "panels.example.com",
     # check --deploy never connects: port 1 proves no live database is needed.
     "DATABASE_URL": "postgres://u@127.0.0.1:1/x",
+    "STRIPE_SECRET_KEY": "sk_live_" + secrets.token_hex(12),
+    "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
+    "TOPUPS_ENABLED": None,
 }
 
 # Anything in the caller's environment that would change what the settings see.
@@ -35,7 +39,18 @@ _SCRUB = {
     "SECURE_HSTS_SECONDS",
     "BEHIND_TLS_PROXY",
     "DJANGO_SETTINGS_MODULE",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_API_BASE",
+    "TOPUPS_ENABLED",
 }
+
+NAMED = ("SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "DATABASE_URL", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET")
+
+
+def named(name: str, text: str) -> bool:
+    """Whether `text` names the setting (SECRET_KEY is not named by "STRIPE_SECRET_KEY must")."""
+    return re.search(rf"(?<![A-Z_]){name} must", text) is not None
 
 
 def run(args: list[str], **env: str | None) -> subprocess.CompletedProcess[str]:
@@ -65,6 +80,17 @@ def manage(*args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
         pytest.param(
             {"DATABASE_URL": "sqlite:////tmp/panels.sqlite3"}, "DATABASE_URL must point at PostgreSQL", id="sqlite-url"
         ),
+        # Without Stripe the demo checkout would credit wallets for nothing.
+        pytest.param({"STRIPE_SECRET_KEY": None}, "STRIPE_SECRET_KEY must be set", id="no-stripe-key"),
+        # Without the webhook secret refunds and lost disputes would never be taken back.
+        pytest.param({"STRIPE_WEBHOOK_SECRET": None}, "STRIPE_WEBHOOK_SECRET must be set", id="no-webhook-secret"),
+        pytest.param({"STRIPE_SECRET_KEY": ""}, "STRIPE_SECRET_KEY must be set", id="empty-stripe-key"),
+        pytest.param({"TOPUPS_ENABLED": "true", "STRIPE_WEBHOOK_SECRET": None}, "STRIPE_WEBHOOK_SECRET", id="on"),
+        pytest.param(
+            {"TOPUPS_ENABLED": "false", "STRIPE_SECRET_KEY": None, "STRIPE_WEBHOOK_SECRET": None},
+            None,
+            id="topups-off-needs-no-stripe",
+        ),
     ],
 )
 def test_production_start_up_names_the_unsafe_setting(env: dict[str, str | None], problem: str | None) -> None:
@@ -78,19 +104,27 @@ def test_production_start_up_names_the_unsafe_setting(env: dict[str, str | None]
     assert "Unsafe production settings (PANELS_ENV=production)" in result.stderr
     assert problem in result.stderr
     # Only the one unsafe value is named, so the message points at the fix.
-    others = {"SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "DATABASE_URL"} - {problem.split()[0]}
+    others = set(NAMED) - {problem.split()[0]}
     last_line = result.stderr.strip().splitlines()[-1]
     for name in others:
-        assert f"{name} must" not in last_line, last_line
+        assert not named(name, last_line), last_line
 
 
 def test_every_problem_is_named_at_once() -> None:
-    result = manage("check", SECRET_KEY=None, DEBUG="true", ALLOWED_HOSTS=None, DATABASE_URL=None)
+    result = manage(
+        "check",
+        SECRET_KEY=None,
+        DEBUG="true",
+        ALLOWED_HOSTS=None,
+        DATABASE_URL=None,
+        STRIPE_SECRET_KEY=None,
+        STRIPE_WEBHOOK_SECRET=None,
+    )
 
     assert result.returncode != 0
     last_line = result.stderr.strip().splitlines()[-1]
-    for name in ("SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "DATABASE_URL"):
-        assert f"{name} must" in last_line, last_line
+    for name in NAMED:
+        assert named(name, last_line), last_line
 
 
 def test_plain_django_setup_fails_too() -> None:

@@ -26,11 +26,15 @@ from wallet.topups import (
     PACKS_USD,
     TopupAmountInvalid,
     TopupMismatch,
+    TopupsUnavailable,
+    TopupWalletFrozen,
+    demo_checkout_enabled,
     topup_amount_cents,
     topup_create,
+    topup_demo_pay,
     topup_fetch_receipt,
-    topup_fulfil,
     topup_fulfil_session,
+    topups_unavailable_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -84,7 +88,10 @@ def topup(request: HttpRequest) -> HttpResponse:
     form = TopupForm(request.POST or None)
     status = 200
     error = ""
-    if request.method == "POST" and form.is_valid():
+    closed = topups_unavailable_reason()
+    if request.method == "POST" and closed:
+        status = 503
+    elif request.method == "POST" and form.is_valid():
         wait = _throttle_wait(request)
         if wait is not None:
             error = f"You have started many top-ups in a short time. Please try again in {wait} seconds."
@@ -99,6 +106,9 @@ def topup(request: HttpRequest) -> HttpResponse:
             except stripe_client.StripeUnavailable:
                 error = "Stripe could not open a checkout just now, and nothing was charged. Please try again shortly."
                 status = 503
+            except TopupsUnavailable as exc:
+                error = str(exc)
+                status = 403 if isinstance(exc, TopupWalletFrozen) else 503
             else:
                 return HttpResponseRedirect(created.checkout_url)
     elif request.method == "POST":
@@ -110,9 +120,11 @@ def topup(request: HttpRequest) -> HttpResponse:
             "form": form,
             "packs": _packs(),
             "error": error,
+            "closed": closed,
             "cancelled": request.GET.get("cancelled", "").isdigit(),
             "summary": wallet_summary(user=request.user),
             "stripe_enabled": stripe_client.stripe_enabled(),
+            "demo_checkout": demo_checkout_enabled(),
             "credits_per_usd": settings.CREDITS_PER_USD,
         },
         status=status,
@@ -121,21 +133,18 @@ def topup(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def topup_demo_pay(request: HttpRequest, topup_id: int) -> HttpResponse:
+def topup_demo_checkout(request: HttpRequest, topup_id: int) -> HttpResponse:
     """The demo checkout: no card, no Stripe; paying runs the same fulfilment as Stripe's."""
     item = _topup_for_user(request, topup_id)
-    if item.provider != Topup.Provider.DEMO or stripe_client.stripe_enabled():
+    if item.provider != Topup.Provider.DEMO or not demo_checkout_enabled():
         raise Http404("No demo checkout for this top-up.")
     if item.credited_at is not None:
         return redirect("topup_done", topup_id=item.pk)
     if request.method == "POST":
-        topup_fulfil(
-            session_id=item.checkout_session_id,
-            payment_status="paid",
-            amount_total=item.amount_cents,
-            currency=settings.STRIPE_CURRENCY,
-            metadata={"topup_id": str(item.pk), "user_id": str(item.user_id)},
-        )
+        try:
+            topup_demo_pay(topup=item)
+        except TopupsUnavailable:
+            raise Http404("No demo checkout for this top-up.")
         return redirect("topup_done", topup_id=item.pk)
     return render(request, "wallet/topup_demo.html", {"topup": item})
 
@@ -195,11 +204,17 @@ class TopupCreateApi(APIView):
         responses={
             201: OutputSerializer,
             400: OpenApiResponse(description="The amount is missing, outside $1 to $1,000, or has fractions of a cent"),
+            403: OpenApiResponse(description="wallet_frozen: a frozen wallet takes no top-ups"),
             429: OpenApiResponse(description="Too many top-ups started; try again shortly"),
-            503: OpenApiResponse(description="Stripe could not open a checkout; nothing was charged"),
+            503: OpenApiResponse(
+                description="payment_provider_unavailable: Stripe could not open a checkout; "
+                "topups_unavailable: top-ups are turned off on this server. Nothing was charged."
+            ),
         },
     )
     def post(self, request: Request) -> Response:
+        if closed := topups_unavailable_reason():
+            raise ApiError(code="topups_unavailable", message=closed, status_code=503)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
@@ -214,6 +229,10 @@ class TopupCreateApi(APIView):
                 message="Stripe could not open a checkout just now; nothing was charged. Try again shortly.",
                 status_code=503,
             )
+        except TopupWalletFrozen as exc:
+            raise ApiError(code="wallet_frozen", message=str(exc), status_code=403)
+        except TopupsUnavailable as exc:
+            raise ApiError(code="topups_unavailable", message=str(exc), status_code=503)
         out = {
             "id": created.pk,
             "checkout_url": created.checkout_url,

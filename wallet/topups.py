@@ -47,6 +47,29 @@ class TopupMismatch(Exception):
     """A paid session that does not match its top-up (amount, currency or owner): not credited."""
 
 
+class TopupsUnavailable(Exception):
+    """No top-up can be started on this server just now; the message says why, for the page."""
+
+
+class TopupWalletFrozen(TopupsUnavailable):
+    """This wallet is frozen (a dispute or an unresolved shortfall): it takes no top-ups."""
+
+
+def topups_unavailable_reason() -> str:
+    """Why this server starts no top-ups at all, or "" when it does."""
+    if not settings.TOPUPS_ENABLED:
+        return "Top-ups are turned off on this server, so no payment can be started. Your balance is unchanged."
+    if not stripe_client.stripe_enabled() and not settings.DEMO_ALLOWED:
+        # Unreachable through settings (production refuses to start like this), kept as a second lock.
+        return "Top-ups are not available: this server has no payment provider configured."
+    return ""
+
+
+def demo_checkout_enabled() -> bool:
+    """The demo checkout credits wallets for nothing: only outside production, and without Stripe."""
+    return settings.DEMO_ALLOWED and settings.TOPUPS_ENABLED and not stripe_client.stripe_enabled()
+
+
 def topup_amount_cents(value: object) -> int:
     """Whole cents from a dollar amount as typed ("5", "12.50", "$1,000"); clear errors otherwise."""
     text = str(value if value is not None else "").strip().replace(",", "").removeprefix("$").strip()
@@ -78,12 +101,24 @@ def _idempotency_key(topup: Topup) -> str:
 def topup_create(*, user: AbstractBaseUser, amount_cents: int, base_url: str) -> Topup:
     """Record a top-up and open its checkout: a Stripe Checkout Session, or the demo page.
 
-    Raises StripeUnavailable when Stripe can't open the session; the top-up is then failed.
+    Raises TopupsUnavailable when this server or this wallet takes no top-ups, and
+    StripeUnavailable when Stripe can't open the session (the top-up is then failed).
     """
     if not settings.TOPUP_MIN_CENTS <= amount_cents <= settings.TOPUP_MAX_CENTS:
         raise TopupAmountInvalid("The amount is outside the allowed range.")
+    if reason := topups_unavailable_reason():
+        raise TopupsUnavailable(reason)
     account = wallet_for_user(user=user)
+    if account.frozen:
+        # Money paid into a frozen wallet could not be spent, and a chargeback under
+        # review should not grow: nothing is charged until an operator resolves it.
+        raise TopupWalletFrozen(
+            f"Your wallet is frozen ({account.frozen_reason}), so it can't be topped up until this is resolved. "
+            "Nothing was charged."
+        )
     provider = Topup.Provider.STRIPE if stripe_client.stripe_enabled() else Topup.Provider.DEMO
+    if provider == Topup.Provider.DEMO and not demo_checkout_enabled():
+        raise TopupsUnavailable("Top-ups are not available: this server has no payment provider configured.")
     topup = Topup.objects.create(
         user=user,
         account=account,
@@ -176,6 +211,9 @@ def topup_fulfil(
         topup = _topup_for_session(session_id=session_id, metadata=metadata)
         if topup is None:
             return FulfilResult(None, False, f"no top-up for session {session_id}")
+        if topup.provider == Topup.Provider.DEMO and not settings.DEMO_ALLOWED:
+            # A demo top-up is paid by nobody: where the demo is not allowed it is never credited.
+            return FulfilResult(topup, False, f"top-up {topup.pk} is a demo top-up; not credited here")
         _check_matches(topup, amount_total=amount_total, currency=currency, metadata=metadata)
         if payment_intent_id and not topup.payment_intent_id:
             topup.payment_intent_id = payment_intent_id
@@ -202,6 +240,22 @@ def topup_fulfil(
     log.info("top-up credited", extra={"topup_id": topup.pk, "credits": topup.credits, "session": session_id})
     topup_apply_deferred(topup=topup)
     return FulfilResult(topup, True, f"top-up {topup.pk} credited {topup.credits} credits")
+
+
+def topup_demo_pay(*, topup: Topup) -> FulfilResult:
+    """The demo checkout's "Pay" button: the same fulfilment as Stripe's, with no card.
+
+    Refused (TopupsUnavailable) wherever the demo is not allowed, whatever the caller.
+    """
+    if topup.provider != Topup.Provider.DEMO or not demo_checkout_enabled():
+        raise TopupsUnavailable("There is no demo checkout on this server.")
+    return topup_fulfil(
+        session_id=topup.checkout_session_id or "",
+        payment_status="paid",
+        amount_total=topup.amount_cents,
+        currency=settings.STRIPE_CURRENCY,
+        metadata={"topup_id": str(topup.pk), "user_id": str(topup.user_id)},
+    )
 
 
 def topup_fulfil_session(*, session: stripe_client.CheckoutSession) -> FulfilResult:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from chat.catalog import DEFAULT_CATALOG, demo_entry
@@ -14,7 +15,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, reset: bool, **options: object) -> None:
         created = 0
-        for entry in [demo_entry(), *DEFAULT_CATALOG]:
+        # The demo model never exists in production: its row is not even created there.
+        entries = [demo_entry(), *DEFAULT_CATALOG] if settings.DEMO_ALLOWED else list(DEFAULT_CATALOG)
+        for entry in entries:
             fields = dict(entry)
             slug = fields.pop("slug")
             if reset:
