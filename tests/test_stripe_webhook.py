@@ -288,7 +288,7 @@ def test_a_failure_while_handling_answers_500_and_the_redelivery_applies_it(
     def broken(**kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr("wallet.webhooks.topup_fulfil_session", broken)
+    monkeypatch.setattr("wallet.stripe_events.topup_fulfil_session", broken)
     first = post_event(client, completed)
     monkeypatch.undo()
     second = post_event(client, completed)
@@ -299,3 +299,23 @@ def test_a_failure_while_handling_answers_500_and_the_redelivery_applies_it(
     row = StripeEvent.objects.get()
     assert (row.status, row.attempts) == (StripeEvent.Status.PROCESSED, 2)
     assert balance(alice) == FIVE_DOLLARS
+
+
+def test_the_services_do_not_import_the_event_engine_or_the_view() -> None:
+    """topups -> stripe_events -> webhooks, one way: no module imports one that imports it."""
+    import ast
+    from pathlib import Path
+
+    def imports(module: str) -> set[str]:
+        tree = ast.parse((Path(__file__).resolve().parents[1] / f"{module.replace('.', '/')}.py").read_text())
+        found = set()
+        for node in ast.walk(tree):  # inside functions too: a lazy import is a cycle as well
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        return found
+
+    assert not {"wallet.stripe_events", "wallet.webhooks"} & imports("wallet.topups")
+    assert "wallet.webhooks" not in imports("wallet.stripe_events")

@@ -22,6 +22,7 @@ from wallet import stripe_client
 from wallet.models import Topup
 from wallet.selectors import wallet_summary
 from wallet.services import credits_for_cents
+from wallet.stripe_events import stripe_session_fulfil
 from wallet.topups import (
     PACKS_USD,
     TopupAmountInvalid,
@@ -33,7 +34,6 @@ from wallet.topups import (
     topup_create,
     topup_demo_pay,
     topup_fetch_receipt,
-    topup_fulfil_session,
     topups_unavailable_reason,
 )
 
@@ -168,7 +168,7 @@ def topup_done(request: HttpRequest, topup_id: int) -> HttpResponse:
             if session.payment_status == "paid" or session.status == "complete":
                 # Paid: credit. Complete but unpaid (a bank debit clearing): mark it processing.
                 try:
-                    topup_fulfil_session(session=session)
+                    stripe_session_fulfil(session=session)
                 except TopupMismatch:
                     log.error("paid session does not match its top-up", extra={"topup_id": item.pk})
                     problem = "This payment does not match the top-up, so nothing was added. Please contact support."

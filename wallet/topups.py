@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from wallet import stripe_client
-from wallet.models import Account, Entry, Shortfall, StripeEvent, Topup
+from wallet.models import Account, Entry, Shortfall, Topup
 from wallet.services import (
     credits_for_cents,
     wallet_credit,
@@ -238,7 +238,6 @@ def topup_fulfil(
             topup.status = Topup.Status.PAID
         topup.save(update_fields=["credited_at", "status", "updated_at"])
     log.info("top-up credited", extra={"topup_id": topup.pk, "credits": topup.credits, "session": session_id})
-    topup_apply_deferred(topup=topup)
     return FulfilResult(topup, True, f"top-up {topup.pk} credited {topup.credits} credits")
 
 
@@ -463,22 +462,3 @@ def _unfreeze_if_clear(account: Account) -> None:
     lost = Topup.objects.filter(account=account, dispute_status=Topup.DisputeStatus.LOST).exists()
     if not (open_disputes or shortfalls or lost):
         wallet_unfreeze(account=account)
-
-
-def topup_apply_deferred(*, topup: Topup) -> int:
-    """Apply the events that arrived before this top-up was credited; returns how many."""
-    from wallet.webhooks import stripe_event_replay  # webhooks builds on these services
-
-    lookups = Q(topup=topup)
-    if topup.payment_intent_id:
-        lookups |= Q(payment_intent_id=topup.payment_intent_id)
-    if topup.charge_id:
-        lookups |= Q(charge_id=topup.charge_id)
-    ids = list(
-        StripeEvent.objects.filter(lookups, status=StripeEvent.Status.DEFERRED)
-        .order_by("event_created", "pk")
-        .values_list("pk", flat=True)
-    )
-    for pk in ids:
-        stripe_event_replay(event_pk=pk)
-    return len(ids)

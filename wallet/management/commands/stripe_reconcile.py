@@ -9,7 +9,8 @@ from django.utils import timezone
 
 from wallet import stripe_client
 from wallet.models import StripeEvent, Topup
-from wallet.topups import TopupMismatch, topup_apply_deferred, topup_fetch_receipt, topup_fulfil_session
+from wallet.stripe_events import stripe_events_apply_deferred, stripe_session_fulfil
+from wallet.topups import TopupMismatch, topup_fetch_receipt
 
 DEFAULT_DAYS = 3  # Checkout Sessions expire after a day; a few days covers a long outage.
 
@@ -46,7 +47,7 @@ class Command(BaseCommand):
                 continue
             counts["paid"] += 1
             try:
-                result = topup_fulfil_session(session=session)
+                result = stripe_session_fulfil(session=session)
             except TopupMismatch as exc:
                 counts["mismatched"] += 1
                 self.stderr.write(f"MISMATCH {session.id}: {exc}")
@@ -84,5 +85,5 @@ class Command(BaseCommand):
         )
         applied = 0
         for topup in Topup.objects.filter(pk__in=list(topup_ids)):
-            applied += topup_apply_deferred(topup=topup)
+            applied += stripe_events_apply_deferred(topup=topup)
         return applied
