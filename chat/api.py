@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from chat import services, streams
+from chat import send_keys, services, streams
 from chat.errors import ChatError
 from chat.markdown import render_markdown
 from chat.models import Message
@@ -137,7 +137,8 @@ def _accepted(reply: Message) -> Response:
     prompt_id = reply.context_ids[-1] if reply.context_ids else None
     data = {
         "id": reply.pk,
-        "status": reply.status,
+        # A reply is accepted queued; a repeat of its Idempotency-Key answers the same 202.
+        "status": Message.Status.QUEUED,
         "model": reply.model.slug,
         "hold": reply.hold.amount,
         "routed_by": reply.routed_by,
@@ -146,6 +147,27 @@ def _accepted(reply: Message) -> Response:
         "stream_url": f"/api/v1/messages/{reply.pk}/stream",
     }
     return Response(ReplyAcceptedSerializer(data).data, status=status.HTTP_202_ACCEPTED)
+
+
+IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="A key of your choosing, unique per message (a UUID). A repeat with the same key returns "
+    "the first answer (the same reply, or the same 402) and stores and charges nothing more; the same key "
+    "with another request is a 409 idempotency_key_reused.",
+)
+
+
+def _idempotency_key(request: Request) -> str:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if len(key) > send_keys.MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
+        raise ApiError(
+            code="invalid_request",
+            message=f"Idempotency-Key must be printable ASCII of at most {send_keys.MAX_KEY_LENGTH} characters.",
+        )
+    return key
 
 
 # One server-sent event, as a client's SSE parser hands it over (schemathesis checks each).
@@ -273,6 +295,7 @@ _SEND_ERRORS = {
     402: OpenApiResponse(description="insufficient_credits: with `topup_url`; nothing was stored"),
     403: OpenApiResponse(description="wallet_frozen"),
     404: _ERRORS[404],
+    409: OpenApiResponse(description="idempotency_key_reused: the Idempotency-Key came with another request"),
     429: OpenApiResponse(description="Too many messages; slow down"),
     503: OpenApiResponse(description="service_unavailable: the reply could not be queued; nothing was charged"),
 }
@@ -293,12 +316,19 @@ class MessageSendApi(ChatApi):
             "only for models with image input.",
         )
 
-    @extend_schema(request=InputSerializer, responses={202: ReplyAcceptedSerializer, **_SEND_ERRORS})
+    @extend_schema(
+        request=InputSerializer,
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+        responses={202: ReplyAcceptedSerializer, **_SEND_ERRORS},
+    )
     def post(self, request: Request, conversation_id: int) -> Response:
         conversation = get_conversation_for_user(user=request.user, conversation_id=conversation_id)
+        key = _idempotency_key(request)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        reply = services.message_send(user=request.user, conversation=conversation, **serializer.validated_data)
+        reply = services.message_send(
+            user=request.user, conversation=conversation, idempotency_key=key, **serializer.validated_data
+        )
         return _accepted(reply)
 
 
@@ -392,14 +422,18 @@ class MessageRetryApi(ChatApi):
 
     @extend_schema(
         request=None,
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
         responses={
             202: ReplyAcceptedSerializer,
             **_SEND_ERRORS,
-            409: OpenApiResponse(description="not_retryable: only the latest reply, when it failed"),
+            409: OpenApiResponse(
+                description="not_retryable: only the latest reply, when it failed; idempotency_key_reused"
+            ),
         },
         description="Answer the conversation again in place of a failed reply: a new reply (with `retry_of`) "
         "and a new hold.",
     )
     def post(self, request: Request, message_id: int) -> Response:
         message = get_message_for_user(user=request.user, message_id=message_id)
-        return _accepted(services.message_retry(user=request.user, message=message))
+        key = _idempotency_key(request)
+        return _accepted(services.message_retry(user=request.user, message=message, idempotency_key=key))

@@ -147,3 +147,26 @@ class Message(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in (self.Status.DONE, self.Status.FAILED, self.Status.CANCELLED)
+
+
+class SendKey(models.Model):
+    """A client's Idempotency-Key on a send or a retry, with the first outcome it got.
+
+    A repeat of the key answers that outcome again (the same reply, or the same refusal
+    for lack of credits); the key with another request is a conflict. Unique per user,
+    in the database, so two web processes racing on one key store one reply.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of what the request asked for.")
+    status_code = models.PositiveSmallIntegerField(help_text="202 accepted, 402 refused, 503 not queued.")
+    reply = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    error = models.JSONField(null=True, blank=True, help_text="What a refused first attempt was told.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="send_key_unique_per_user")]
+
+    def __str__(self) -> str:
+        return f"send key {self.key!r} ({self.status_code})"

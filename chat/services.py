@@ -19,6 +19,7 @@ from chat.errors import Conflict, InvalidMessage, ModelUnavailable, ServiceUnava
 from chat.models import Conversation, Message, ModelSpec
 from chat.routing import route_for_message
 from chat.selectors import messages_running
+from chat.send_keys import Remember, send_once
 from chat.tokens import REPLY_PRIMING_TOKENS, estimate_message_tokens
 from chat.worker import RUNNING, announce_done, message_fail
 from wallet.services import cost_in_credits, wallet_for_user, wallet_hold, wallet_void
@@ -207,15 +208,38 @@ def message_send(
     content: str,
     model: str,
     attachments: list | None = None,
+    idempotency_key: str = "",
 ) -> Message:
     """Store the user's message and a queued reply with its hold, then queue the reply.
 
     Raises InvalidMessage/ModelUnavailable (400), wallet InsufficientCredits (402) or
-    WalletFrozen (403) with nothing stored, or ServiceUnavailable (503).
+    WalletFrozen (403) with nothing stored, Conflict (409) for an idempotency key used
+    with another request, or ServiceUnavailable (503). A repeat of `idempotency_key`
+    returns the first reply (or the first refusal) and stores nothing.
     """
     if not isinstance(content, str) or not content.strip():
         raise InvalidMessage("Write a message first.", code="empty_message")
     images = _clean_attachments(attachments)
+    request = {"send": conversation.pk, "content": content, "model": model, "attachments": images}
+    return send_once(
+        user=user,
+        key=idempotency_key,
+        request=request,
+        attempt=lambda remember: _send(
+            user=user, conversation=conversation, content=content, model=model, images=images, remember=remember
+        ),
+    )
+
+
+def _send(
+    *,
+    user: AbstractBaseUser,
+    conversation: Conversation,
+    content: str,
+    model: str,
+    images: list[dict],
+    remember: Remember,
+) -> Message:
     with transaction.atomic():
         # Sends in one conversation take turns, so each builds its context in order.
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
@@ -234,6 +258,7 @@ def message_send(
             routed_by=routed_by,
             candidates=[*history, prompt],
         )
+        remember(reply)
         if not locked.title:
             locked.title = _title_from(content)
         locked.save(update_fields=["title", "updated_at"])
@@ -242,8 +267,20 @@ def message_send(
     return reply
 
 
-def message_retry(*, user: AbstractBaseUser, message: Message) -> Message:
-    """A new reply in place of a failed one: the latest message of its conversation."""
+def message_retry(*, user: AbstractBaseUser, message: Message, idempotency_key: str = "") -> Message:
+    """A new reply in place of a failed one: the latest message of its conversation.
+
+    A repeat of `idempotency_key` returns the first new reply (or the first refusal).
+    """
+    return send_once(
+        user=user,
+        key=idempotency_key,
+        request={"retry": message.pk},
+        attempt=lambda remember: _retry(user=user, message=message, remember=remember),
+    )
+
+
+def _retry(*, user: AbstractBaseUser, message: Message, remember: Remember) -> Message:
     if message.role != Message.Role.ASSISTANT or message.status != Message.Status.FAILED:
         raise Conflict("Only a failed reply can be retried.", code="not_retryable")
     with transaction.atomic():
@@ -268,6 +305,7 @@ def message_retry(*, user: AbstractBaseUser, message: Message) -> Message:
             candidates=history,
             retry_of=message,
         )
+        remember(reply)
         locked.save(update_fields=["updated_at"])
         failures = _enqueue_after_commit(reply)
     _raise_if_not_queued(failures)

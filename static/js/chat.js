@@ -88,8 +88,8 @@
     return "The request failed (error " + status + ").";
   }
 
-  function api(method, path, body) {
-    var options = { method: method, credentials: "same-origin", headers: { Accept: "application/json" } };
+  function api(method, path, body, headers) {
+    var options = { method: method, credentials: "same-origin", headers: Object.assign({ Accept: "application/json" }, headers) };
     if (body !== undefined) {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(body);
@@ -645,7 +645,9 @@
     var id = view.article.getAttribute("data-message-id");
     button.disabled = true;
     hideAlert();
-    api("POST", "/messages/" + id + "/retry").then(function (message) {
+    var path = "/messages/" + id + "/retry";
+    api("POST", path, undefined, sendKeyFor(path, null)).then(function (message) {
+      sendKeyDone();
       view.actions.replaceChildren();
       view.meta.replaceChildren();
       view.body.replaceChildren();
@@ -654,12 +656,35 @@
       view.article.setAttribute("data-status", message.status || "queued");
       streamReply(message.id, view);
     }, function (err) {
+      sendKeyDone(err);
       button.disabled = false;
       showError(err);
     });
   }
 
   /* ---------- sending ---------- */
+
+  // One Idempotency-Key per message: sending the same message again after a network
+  // error (the first request may have arrived) reuses it, so the server answers the first
+  // send instead of storing and charging a second. Any answer from the server ends the key.
+  var pendingSend = null;
+
+  function newKey() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    return Array.prototype.map.call(crypto.getRandomValues(new Uint8Array(16)), function (b) {
+      return (b + 256).toString(16).slice(1);
+    }).join("");
+  }
+
+  function sendKeyFor(path, body) {
+    var what = path + "\n" + JSON.stringify(body);
+    if (!pendingSend || pendingSend.what !== what) pendingSend = { what: what, key: newKey() };
+    return { "Idempotency-Key": pendingSend.key };
+  }
+
+  function sendKeyDone(err) {
+    if (!err || err.status !== 0) pendingSend = null;
+  }
 
   function titleFrom(text) {
     var line = text.replace(/\s+/g, " ").trim();
@@ -712,8 +737,10 @@
     ensureConversation(content).then(function (conversationId) {
       var body = { content: content, model: model };
       if (attachment) body.attachments = [{ type: "image", url: attachment.dataUrl }];
-      return api("POST", "/conversations/" + conversationId + "/messages", body);
+      var path = "/conversations/" + conversationId + "/messages";
+      return api("POST", path, body, sendKeyFor(path, body));
     }).then(function (message) {
+      sendKeyDone();
       // Accepted: only now is the draft cleared.
       input.value = "";
       sessionSet(draftKey(), "");
@@ -726,6 +753,7 @@
       input.focus();
       streamReply(message.id, view);
     }, function (err) {
+      sendKeyDone(err);
       state.sending = false;
       sendButton.disabled = false;
       showError(err);
