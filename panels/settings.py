@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "panels",
     "wallet",
     "chat",
+    "openai_api",
 ]
 
 MIDDLEWARE = [
@@ -270,6 +271,10 @@ DEMO_MODEL_URL = envstr("DEMO_MODEL_URL", "http://127.0.0.1:8100/v1")
 MODEL_TIMEOUT_SECONDS = envint("MODEL_TIMEOUT_SECONDS", 120)
 MODEL_FIRST_TOKEN_RETRIES = envint("MODEL_FIRST_TOKEN_RETRIES", 3)
 REPLY_STREAM_TTL_SECONDS = envint("REPLY_STREAM_TTL_SECONDS", 3600)
+# The OpenAI-compatible API (/v1/): prompts and replies are not stored unless this is on.
+API_STORE_CONTENT = envbool("API_STORE_CONTENT", False)
+# How long a /v1 reply kept for an Idempotency-Key retry is stored.
+API_IDEMPOTENCY_HOURS = envint("API_IDEMPOTENCY_HOURS", 24)
 # Auto: the catalog slugs its cheap and flagship tiers resolve to.
 AUTO_CHEAP_MODEL = envstr("AUTO_CHEAP_MODEL", "gpt-4o-mini")
 AUTO_FLAGSHIP_MODEL = envstr("AUTO_FLAGSHIP_MODEL", "gpt-4o")

@@ -17,6 +17,7 @@ urlpatterns = [
     path("wallet/", include("wallet.urls")),
     path("", include("chat.urls")),
     path("api/v1/", include("panels.api_urls")),
+    path("v1/", include("openai_api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("admin/", admin.site.urls),
 ]

@@ -201,3 +201,80 @@ def read_until_end(events: Iterable[Event]) -> list[Event]:
 
 def text_of(events: Iterable[Event]) -> str:
     return "".join(e.data["text"] for e in events if e.kind == "delta")
+
+
+# --- a web process ------------------------------------------------------------------
+
+
+@dataclass
+class Web:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_web(*, database_url: str, log_dir: Path, env: dict[str, str] | None = None) -> Web:
+    """A real uvicorn process (ASGI, as in production) on the test database and Redis."""
+    import socket
+
+    import httpx2 as httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = log_dir / f"web-{port}.log"
+    child_env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "CELERY_BROKER_URL": REDIS_URL,
+        "DJANGO_SETTINGS_MODULE": "panels.settings",
+        "DEBUG": "0",
+        "LOG_LEVEL": "WARNING",
+        "MODEL_TIMEOUT_SECONDS": "20",
+        **(env or {}),
+    }
+    command = [
+        sys.executable, "-m", "uvicorn", "panels.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+        "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=BASE_DIR, env=child_env, stdout=log, stderr=subprocess.STDOUT)
+    web = Web(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the web process exited at start:\n{web.log_tail()}")
+        try:
+            httpx.get(f"{web.url}/healthz", timeout=2)
+            return web
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                stop_web(web)
+                raise RuntimeError(f"the web process did not answer within 60 s:\n{web.log_tail()}") from None
+            time.sleep(0.1)
+
+
+def stop_web(web: Web, *, kill: bool = False) -> None:
+    process = web.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def live_web(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Web]:
+    with django_db_blocker.unblock():
+        database_url = test_database_url()
+    web = start_web(database_url=database_url, log_dir=tmp_path_factory.mktemp("web"))
+    try:
+        yield web
+    finally:
+        stop_web(web)
