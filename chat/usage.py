@@ -2,13 +2,15 @@
 what Auto saved against sending the same tokens to the flagship.
 
 Counted: a user's replies that were billed (done or cancelled) in the last `days`
-days, by the day they were sent (UTC). Replies in deleted conversations are gone
-from here; the wallet's ledger keeps every charge.
+days, by the day they were sent (UTC), chat replies and calls to the OpenAI-compatible
+API (/v1) alike. Replies in deleted conversations are gone from here; the wallet's
+ledger keeps every charge.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -20,6 +22,7 @@ from django.utils import timezone
 from chat.models import Message, ModelSpec
 from chat.router import CHEAP, FLAGSHIP
 from chat.routing import tier_model, tier_of
+from openai_api.models import ApiCall
 from wallet.services import cost_in_credits, credits_to_usd
 
 DEFAULT_DAYS = 30
@@ -127,6 +130,15 @@ def billed_replies(*, user: AbstractBaseUser, since: dt.datetime) -> QuerySet[Me
     )
 
 
+def billed_api_calls(*, user: AbstractBaseUser, since: dt.datetime) -> QuerySet[ApiCall]:
+    return ApiCall.objects.filter(
+        user=user,
+        status__in=(ApiCall.Status.DONE, ApiCall.Status.CANCELLED),
+        cost__isnull=False,
+        created_at__gte=since,
+    )
+
+
 def usage_report(*, user: AbstractBaseUser, days: int = DEFAULT_DAYS, now: dt.datetime | None = None) -> UsageReport:
     now = now or timezone.now()
     last_day = timezone.localdate(now)
@@ -142,10 +154,12 @@ def usage_report(*, user: AbstractBaseUser, days: int = DEFAULT_DAYS, now: dt.da
     tiers: dict[str, int] = defaultdict(int)
     auto_actual = auto_flagship = auto_messages = 0
 
-    rows = billed_replies(user=user, since=since).values_list(
-        "model_id", "requested_model", "input_tokens", "output_tokens", "cost", "created_at"
+    fields = ("model_id", "requested_model", "input_tokens", "output_tokens", "cost", "created_at")
+    rows = itertools.chain(
+        billed_replies(user=user, since=since).values_list(*fields).iterator(chunk_size=2000),
+        billed_api_calls(user=user, since=since).values_list(*fields).iterator(chunk_size=2000),
     )
-    for model_id, requested, input_tokens, output_tokens, cost, created_at in rows.iterator(chunk_size=2000):
+    for model_id, requested, input_tokens, output_tokens, cost, created_at in rows:
         input_tokens, output_tokens = input_tokens or 0, output_tokens or 0
         spec = catalog.get(model_id)
         total.add(input_tokens=input_tokens, output_tokens=output_tokens, credits=cost)

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -36,6 +36,13 @@ def _method_not_allowed(allowed: str) -> JsonResponse:
     return response
 
 
+def _release_connection() -> None:
+    # A stream can last minutes: its database connection goes back (to the pool) as soon
+    # as the step that needed it is done. (Inside a test's transaction it must stay.)
+    if not connection.in_atomic_block:
+        connection.close()
+
+
 def _in_own_thread(fn, **kwargs):
     """Run `fn` in a pool thread that gives its database connection back when done: used to
     settle, which must finish even when the request's own context is being torn down."""
@@ -44,7 +51,7 @@ def _in_own_thread(fn, **kwargs):
         try:
             return fn(**kwargs)
         finally:
-            connection.close()
+            _release_connection()
 
     return sync_to_async(run, thread_sensitive=False)()
 
@@ -88,7 +95,7 @@ def _begin(request: HttpRequest) -> Begun | Replay:
             idempotency_key=request.headers.get("Idempotency-Key", ""),
         )
     finally:
-        close_old_connections()
+        _release_connection()
 
 
 class _Reading:
@@ -234,7 +241,7 @@ def _models(authorization: str) -> dict:
                 data.append({"id": spec.slug, "object": "model", "created": 0, "owned_by": spec.provider})
         return {"object": "list", "data": data}
     finally:
-        close_old_connections()
+        _release_connection()
 
 
 async def models(request: HttpRequest) -> HttpResponse:

@@ -34,6 +34,7 @@ def _loop(hostname: str, stop: threading.Event) -> None:
     from django.db import close_old_connections
 
     from chat.worker import messages_fail_stale
+    from openai_api.services import calls_fail_stale, idempotent_replies_forget
     from panels.redis_client import get_redis
     from wallet.services import holds_expire
 
@@ -50,6 +51,8 @@ def _loop(hostname: str, stop: threading.Event) -> None:
                 if expired:
                     log.info("expired holds", extra={"count": expired})
                 messages_fail_stale()  # replies a dead worker left streaming past their hold
+                calls_fail_stale()  # /v1 calls a dead web process left running past their hold
+                idempotent_replies_forget()
             except Exception:
                 log.exception("hold sweep failed")
             finally:

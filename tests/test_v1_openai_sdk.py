@@ -12,6 +12,7 @@ import pytest
 from chat.demo_server import build_reply_tokens
 from chat.demo_server import estimate_prompt_tokens as demo_prompt_tokens
 from chat.models import ModelSpec
+from chat.usage import usage_report
 from openai_api.models import ApiCall
 from panels.models import ApiKey
 from tests.e2e_servers import chat_catalog, demo_server, live_web  # noqa: F401
@@ -83,6 +84,10 @@ def test_non_stream_reply_usage_and_exact_debit(client, alice):
     assert reply.id == call.completion_id and call.status == ApiCall.Status.DONE
     cost = assert_billed(alice, call, prompt_tokens, 7)
     assert reply.model_extra["panels"]["cost"] == cost
+    # The call is in the usage report by model and by day.
+    report = usage_report(user=alice)
+    assert [(m.slug, m.tally.credits, m.tally.messages) for m in report.models] == [("demo", cost, 1)]
+    assert report.days[-1].tally.credits == cost
     # Content is not stored unless the operator turns it on.
     assert call.prompt is None and call.reply == "" and call.response_body is None
 
