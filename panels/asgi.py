@@ -1,8 +1,38 @@
+"""The ASGI application (uvicorn serves it, in production and in scripts/run.sh).
+
+Django gives every request a thread of its own for its synchronous parts (middleware,
+DRF views, the ORM) and keeps that thread, and the database connection opened in it,
+until the response has been sent. For a reply stream that is the whole life of the
+stream: 1,000 readers would hold 1,000 idle threads and 1,000 database connections,
+and PostgreSQL's connection limit would refuse everyone else. A reply stream's
+synchronous parts are short (authenticate, look the message up, a re-read every
+keep-alive period), so stream requests share one thread instead, and while they wait
+for the next event they hold no thread and no connection of their own
+(chat/streams.py: `sse_events_async`).
+"""
+
 from __future__ import annotations
 
 import os
+import re
 
-from django.core.asgi import get_asgi_application
+import django
+from django.core.handlers.asgi import ASGIHandler
+
+# Paths whose requests share one thread for their synchronous parts.
+SHARED_THREAD_PATHS = re.compile(r"^/api/v1/messages/\d+/stream$")
+
+
+class PanelsASGIHandler(ASGIHandler):
+    async def __call__(self, scope, receive, send):  # type: ignore[override]
+        if scope["type"] == "http" and SHARED_THREAD_PATHS.match(scope.get("path", "")):
+            # Outside a ThreadSensitiveContext, asgiref runs thread-sensitive work on its
+            # one shared thread rather than on a new thread for this request.
+            await self.handle(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "panels.settings")
-application = get_asgi_application()
+django.setup(set_prefix=False)
+application = PanelsASGIHandler()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up and runs Panels on its embedded defaults: SQLite, Redis on
-# loopback, the demo model server, a Celery worker and the web server.
+# loopback, the demo model server, a Celery worker and the web server (uvicorn, as in
+# production, static files by whitenoise; DEBUG stays off unless DEBUG=1 is set).
 # Ctrl-C stops everything it started.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -42,13 +43,17 @@ log "migrating the database"
 "$PY" manage.py migrate --no-input -v0
 "$PY" manage.py createcachetable
 "$PY" manage.py load_catalog
+"$PY" manage.py collectstatic --no-input -v0
+# Each open reply stream holds a socket and a Redis connection: allow thousands.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 "$PY" -m chat.demo_server --host 127.0.0.1 --port "$DEMO_PORT" --quiet &
 pids+=($!)
 "$VENV/bin/celery" -A panels worker -P threads -c "${WORKER_CONCURRENCY:-50}" --without-gossip --without-mingle \
   -l WARNING >"$RUN_DIR/worker.log" 2>&1 &
 pids+=($!)
-"$PY" manage.py runserver "$HOST:$PORT" --noreload &
+"$VENV/bin/uvicorn" panels.asgi:application --host "$HOST" --port "$PORT" --no-access-log \
+  --timeout-graceful-shutdown 5 &
 pids+=($!)
 
 wait_port "$PORT" 300 || { log "the web server did not start"; exit 1; }

@@ -426,8 +426,8 @@ class Stack:
         return proc
 
     def start_web(self, *, server: str = "runserver", **extra: Any) -> Web:
-        """A web process: Django's runserver (WSGI, as scripts/run.sh starts it) or uvicorn
-        (ASGI, as in production)."""
+        """A web process: Django's runserver (WSGI) or uvicorn (ASGI, as scripts/run.sh and
+        production start it)."""
         port = free_port()
         if server == "uvicorn":
             argv = [
