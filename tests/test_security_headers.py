@@ -223,6 +223,8 @@ PRODUCTION_ENV = {
     # Nothing listens on port 1: the health check reports the database down, quickly.
     "DATABASE_URL": "postgres://u@127.0.0.1:1/x",
     "REDIS_URL": REDIS_URL,
+    # Production refuses to start without Stripe keys unless top-ups are off.
+    "TOPUPS_ENABLED": "false",
 }
 _SCRUB = {"SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "BEHIND_TLS_PROXY", "DJANGO_SETTINGS_MODULE"}
 
