@@ -38,6 +38,30 @@ def _catalog(request):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _ledger_triggers(request):
+    # SQLite empties tables after a transactional test with DELETE, which the ledger's
+    # immutability trigger refuses: lift it for that flush only, and put it back first
+    # thing in every test that uses the database. (PostgreSQL's flush is a TRUNCATE,
+    # which row triggers don't see.)
+    transactional = bool({"transactional_db", "live_server", "django_db_reset_sequences"} & set(request.fixturenames))
+    marker = request.node.get_closest_marker("django_db")
+    transactional = transactional or bool(marker and (marker.kwargs.get("transaction") or marker.args[:1] == (True,)))
+    uses_db = transactional or bool(marker) or bool(_DB_FIXTURES & set(request.fixturenames))
+    from django.db import connection
+
+    if uses_db and connection.vendor == "sqlite":
+        from wallet import immutability
+
+        request.getfixturevalue("_django_db_helper")
+        immutability.install(connection)
+    yield
+    if uses_db and transactional and connection.vendor == "sqlite":
+        from wallet import immutability
+
+        immutability.drop(connection)
+
+
 def make_user(email: str, password: str = "correct horse battery staple", verified: bool = True):
     from allauth.account.models import EmailAddress
     from django.contrib.auth import get_user_model

@@ -6,7 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from tests.wallet_helpers import funded_wallet
+from tests.wallet_helpers import funded_wallet, immutability_lifted
 from wallet.models import Entry
 from wallet.services import wallet_hold, wallet_post
 
@@ -38,6 +38,18 @@ def test_grant_command_is_idempotent_with_a_key(alice):
     assert Entry.objects.count() == 1
 
 
+def test_grant_command_rerun_without_a_key_grants_once(alice):
+    outputs = []
+    for _ in range(2):
+        out = io.StringIO()
+        call_command("wallet", "grant", "alice@example.com", "5000", "--reason", "beta tester", stdout=out)
+        outputs.append(out.getvalue())
+    assert Entry.objects.count() == 1
+    assert "Already done under key cli-grant:" in outputs[1]
+    call_command("wallet", "grant", "alice@example.com", "5000", "--reason", "second prize", stdout=io.StringIO())
+    assert Entry.objects.count() == 2
+
+
 def test_grant_command_refuses_unknown_user_and_missing_reason(alice):
     with pytest.raises(CommandError, match="No user"):
         call_command("wallet", "grant", "nobody@example.com", "5", "--reason", "x")
@@ -67,9 +79,10 @@ def test_audit_names_a_tampered_balance(alice):
 def test_audit_names_a_tampered_entry(alice):
     funded_wallet(alice, 1000)
     entry = Entry.objects.get()
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE wallet_entry SET amount = 999 WHERE id = %s", [entry.pk])
-        cursor.execute("UPDATE wallet_account SET balance = 999 WHERE user_id = %s", [entry.credit_account.user_id])
+    with immutability_lifted():
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE wallet_entry SET amount = 999 WHERE id = %s", [entry.pk])
+            cursor.execute("UPDATE wallet_account SET balance = 999 WHERE user_id = %s", [entry.credit_account.user_id])
     code, output = _audit()
     assert code == 1
     assert f"entry {entry.pk} ({entry.idempotency_key}): contents changed" in output

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+
+from wallet import digests
 
 
 class LedgerImmutable(Exception):
@@ -33,6 +33,8 @@ class Account(models.Model):
     balance = models.BigIntegerField(default=0)
     held = models.BigIntegerField(default=0)
     frozen_reason = models.CharField(max_length=200, blank=True)
+    # Digest of the wallet's newest entry: each entry chains the one before it.
+    chain_head = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -61,7 +63,11 @@ class Account(models.Model):
 
 
 class Entry(models.Model):
-    """One immutable movement of credits from `debit_account` to `credit_account`."""
+    """One immutable movement of credits from `debit_account` to `credit_account`.
+
+    The database refuses UPDATE and DELETE (a trigger, migration 0004). `wallet` is the
+    user wallet the entry moves; `digest` chains that wallet's previous entry.
+    """
 
     class Kind(models.TextChoices):
         TOPUP = "topup", "Top-up"
@@ -79,6 +85,7 @@ class Entry(models.Model):
     reference = models.CharField(max_length=200, blank=True, db_index=True)
     memo = models.CharField(max_length=500, blank=True)
     hold = models.OneToOneField("Hold", null=True, blank=True, on_delete=models.PROTECT, related_name="entry")
+    wallet = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="chain")
     created_at = models.DateTimeField()
     digest = models.CharField(max_length=64)
 
@@ -92,6 +99,7 @@ class Entry(models.Model):
         indexes = [
             models.Index(fields=["debit_account", "-created_at"]),
             models.Index(fields=["credit_account", "-created_at"]),
+            models.Index(fields=["wallet", "id"], name="wallet_entry_chain_idx"),
         ]
 
     def __str__(self) -> str:
@@ -105,19 +113,21 @@ class Entry(models.Model):
     def delete(self, *args: object, **kwargs: object) -> None:
         raise LedgerImmutable("Ledger entries cannot be deleted; post a reversing entry instead.")
 
-    def compute_digest(self) -> str:
-        fields = [
-            self.kind,
-            self.debit_account_id,
-            self.credit_account_id,
-            self.amount,
-            self.idempotency_key,
-            self.reference,
-            self.memo,
-            self.hold_id,
-            self.created_at.isoformat(),
-        ]
-        return hashlib.sha256("|".join(str(f) for f in fields).encode()).hexdigest()
+    def content_digest(self) -> str:
+        return digests.content_digest(
+            kind=self.kind,
+            debit_account_id=self.debit_account_id,
+            credit_account_id=self.credit_account_id,
+            amount=self.amount,
+            idempotency_key=self.idempotency_key,
+            reference=self.reference,
+            memo=self.memo,
+            hold_id=self.hold_id,
+            created_at=self.created_at,
+        )
+
+    def chained_digest(self, previous: str) -> str:
+        return digests.chain(previous, self.content_digest())
 
     def signed_amount_for(self, account: Account) -> int:
         return self.amount if self.credit_account_id == account.pk else -self.amount

@@ -93,7 +93,8 @@ def _write_entry(
     memo: str,
     hold: Hold | None = None,
 ) -> Entry:
-    """Insert an entry and move the locked wallet's balance; the caller holds the lock."""
+    """Insert an entry, move the locked wallet's balance and its chain head; the caller
+    holds the lock and passes the wallet as read under it."""
     system = system_account(_SOURCE_FOR_KIND[kind])
     debit, credit = (system, user_account) if direction == "in" else (user_account, system)
     entry = Entry(
@@ -105,13 +106,15 @@ def _write_entry(
         reference=reference,
         memo=memo[:500],
         hold=hold,
+        wallet=user_account,
         created_at=timezone.now(),
     )
-    entry.digest = entry.compute_digest()
+    entry.digest = entry.chained_digest(user_account.chain_head)
     entry.save()
     delta = amount if direction == "in" else -amount
-    Account.objects.filter(pk=user_account.pk).update(balance=F("balance") + delta)
+    Account.objects.filter(pk=user_account.pk).update(balance=F("balance") + delta, chain_head=entry.digest)
     user_account.balance += delta
+    user_account.chain_head = entry.digest
     return entry
 
 

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-import uuid
+import hashlib
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from wallet.models import Entry
 from wallet.selectors import ledger_audit
 from wallet.services import wallet_for_user, wallet_grant
 
@@ -18,7 +19,11 @@ class Command(BaseCommand):
         grant.add_argument("email")
         grant.add_argument("credits", type=int)
         grant.add_argument("--reason", required=True)
-        grant.add_argument("--key", help="Idempotency key; repeating it grants once.")
+        grant.add_argument(
+            "--key",
+            help="Idempotency key; repeating it grants once. Default: derived from the email, "
+            "credits and reason, so rerunning the same command grants once.",
+        )
         sub.add_parser("audit", help="Rebuild every balance from the entries; exit 1 on any mismatch.")
 
     def handle(self, *args: object, action: str, **options: object) -> None:
@@ -33,18 +38,27 @@ class Command(BaseCommand):
             raise CommandError(f"No user with email {email}.")
         if credits == 0:
             raise CommandError("CREDITS must not be zero.")
+        if not key:
+            # A rerun (a retried deploy script, a shell's history) must not grant twice;
+            # a second grant of the same credits for the same reason takes its own --key.
+            reason_digest = hashlib.sha256(reason.strip().encode()).hexdigest()[:16]
+            key = f"cli-grant:{user.pk}:{credits}:{reason_digest}"
+        already = Entry.objects.filter(idempotency_key=key).exists()
         try:
             entry = wallet_grant(
                 account=wallet_for_user(user=user),
                 amount=credits,
                 reason=reason,
                 actor="cli",
-                idempotency_key=key or f"cli-grant:{uuid.uuid4()}",
+                idempotency_key=key,
             )
         except Exception as exc:  # the command's user needs the reason, not a traceback
             raise CommandError(str(exc)) from exc
         balance = wallet_for_user(user=user).balance
-        self.stdout.write(f"{entry.kind} of {entry.amount} credits to {email}; balance now {balance}.")
+        if already:
+            self.stdout.write(f"Already done under key {key} (nothing granted again); balance {balance}.")
+        else:
+            self.stdout.write(f"{entry.kind} of {entry.amount} credits to {email}; balance now {balance}.")
 
     def _audit(self) -> None:
         problems = ledger_audit()
