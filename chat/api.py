@@ -9,7 +9,6 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import renderers, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from chat import send_keys, services, streams
@@ -24,6 +23,7 @@ from chat.selectors import (
     models_catalog,
 )
 from panels.api_errors import ApiError
+from panels.ratelimit import ScopedRateLimit
 from wallet.errors import InsufficientCredits, WalletFrozen
 
 TOPUP_URL = "/wallet/topup/"
@@ -302,7 +302,7 @@ _SEND_ERRORS = {
 
 
 class MessageSendApi(ChatApi):
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ScopedRateLimit]
     throttle_scope = "send"
 
     class InputSerializer(serializers.Serializer):
@@ -417,7 +417,7 @@ class MessageCancelApi(ChatApi):
 
 
 class MessageRetryApi(ChatApi):
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ScopedRateLimit]
     throttle_scope = "send"
 
     @extend_schema(

@@ -6,15 +6,15 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 
 from chat.api import ChatApi
 from chat.router import CHEAP, FLAGSHIP
 from chat.routing import ROUTE_MAX_CHARS, route_for_message
+from panels.ratelimit import ScopedRateLimit
 
 
 class RouteCreateApi(ChatApi):
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ScopedRateLimit]
     throttle_scope = "route"
 
     class InputSerializer(serializers.Serializer):

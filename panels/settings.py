@@ -252,6 +252,8 @@ REST_FRAMEWORK = {
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+# The API's rate limits count in Redis under this prefix (panels/ratelimit.py).
+RATE_LIMIT_PREFIX = envstr("RATE_LIMIT_PREFIX", "panels:rate")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Panels API",
     "DESCRIPTION": "Pay-per-use AI chat: wallet, top-ups, conversations and messages.",

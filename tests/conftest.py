@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 from django.core.management import call_command
@@ -19,6 +20,12 @@ def django_db_setup(django_db_setup, django_db_blocker):
 def _fast_password_hashing(settings):
     # The real hasher costs about half a second per user on this machine, in every test.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _own_rate_limits(settings):
+    # Rate-limit counters live in the test run's one Redis: each test counts on its own.
+    settings.RATE_LIMIT_PREFIX = f"test-rate:{uuid.uuid4().hex}"
 
 
 _DB_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequences"}

@@ -7,14 +7,18 @@ tests/test_accounts_throttling.py.
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
-from django.core.cache import cache
-from rest_framework.test import APIClient
+from django.db import connection
+from rest_framework.request import Request
+from rest_framework.test import APIClient, APIRequestFactory
 from rest_framework.throttling import SimpleRateThrottle
 
 from chat.models import Conversation, Message
+from panels.ratelimit import ScopedRateLimit
 from tests.e2e_servers import chat_catalog, demo_server  # noqa: F401
 from tests.wallet_helpers import funded_wallet
 from wallet.models import Hold, Topup
@@ -24,13 +28,11 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def small_limits(db, monkeypatch) -> Iterator[None]:
-    # Counters live in the shared cache table; every test starts from zero.
-    cache.clear()
+    # Counters live in Redis under a prefix of this test's own (tests/conftest.py).
     monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "send", "2/min")
     monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "topup", "2/min")
     monkeypatch.setattr("chat.tasks.message_enqueue", lambda *, message_id: None)
     yield
-    cache.clear()
 
 
 def client_for(user) -> APIClient:
@@ -131,3 +133,84 @@ def test_the_topup_page_and_api_share_one_limit(alice):
     assert response.status_code == 429
     assert "try again in" in response.content.decode()
     assert Topup.objects.count() == 2
+
+
+# --- under parallel requests, against the real Redis -------------------------------
+
+
+def test_exactly_the_limit_passes_when_hundreds_check_at_once(alice, monkeypatch):
+    monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "send", "60/min")
+    barrier = threading.Barrier(40)
+    passed: list[bool] = []
+    lock = threading.Lock()
+
+    def check(request) -> None:
+        barrier.wait()
+        for _ in range(15):
+            allowed = ScopedRateLimit().allow_request(request, view)
+            with lock:
+                passed.append(allowed)
+
+    request = APIRequestFactory().post("/")
+    request.user = alice
+    view = type("View", (), {"throttle_scope": "send"})()
+    threads = [threading.Thread(target=check, args=(Request(request),)) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert len(passed) == 600
+    assert passed.count(True) == 60
+
+
+@pytest.mark.money
+@pytest.mark.django_db(transaction=True)
+def test_parallel_sends_pass_exactly_the_limit(alice, chat_catalog, monkeypatch):  # noqa: F811
+    monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "send", "5/min")
+    funded_wallet(alice, 1_000_000)
+    conversations = [Conversation.objects.create(user=alice) for _ in range(16)]
+    barrier = threading.Barrier(16)
+    codes: list[int] = []
+    lock = threading.Lock()
+
+    def post(conversation) -> None:
+        try:
+            client = APIClient()
+            client.force_login(alice)
+            barrier.wait()
+            response = client.post(
+                f"/api/v1/conversations/{conversation.pk}/messages",
+                {"content": "[demo:tokens=2] hi", "model": "demo"},
+                format="json",
+            )
+            with lock:
+                codes.append(response.status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post, args=(c,)) for c in conversations]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+    assert sorted(codes) == [202] * 5 + [429] * 11
+    assert Message.objects.filter(role="assistant").count() == Hold.objects.count() == 5
+
+
+def test_with_redis_down_the_limit_fails_open_and_says_so(alice, settings, caplog):
+    settings.REDIS_URL = f"redis://127.0.0.1:{_dead_port()}/0"
+    client = client_for(alice)
+
+    codes = [client.post("/api/v1/topups", {"amount_usd": "5"}, format="json").status_code for _ in range(3)]
+
+    assert codes == [201, 201, 201]
+    assert Topup.objects.count() == 3
+    assert [r.getMessage() for r in caplog.records].count("rate limit not applied: Redis is unavailable") == 3
+
+
+def _dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -14,10 +14,10 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from panels.api_errors import ApiError
+from panels.ratelimit import UserRateLimit
 from wallet import stripe_client
 from wallet.models import Topup
 from wallet.selectors import wallet_summary
@@ -40,7 +40,7 @@ from wallet.topups import (
 log = logging.getLogger(__name__)
 
 
-class TopupThrottle(UserRateThrottle):
+class TopupThrottle(UserRateLimit):
     """Top-ups started per user (settings: REST_FRAMEWORK throttle scope "topup").
 
     Shared by the page and the API: each start may open a Stripe Checkout Session.
