@@ -10,7 +10,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from wallet.models import Account, Entry, Hold, Shortfall, StripeEvent, Topup
-from wallet.services import wallet_grant, wallet_unfreeze
+from wallet.services import wallet_grant
+from wallet.topups import topup_resolve_freeze
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -89,10 +90,7 @@ class AccountAdmin(ReadOnlyAdmin):
     def unfreeze_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         account = get_object_or_404(Account, pk=pk, kind=Account.Kind.USER)
         if request.method == "POST" and request.user.is_superuser:
-            wallet_unfreeze(account=account)
-            Shortfall.objects.filter(account=account, resolved_at__isnull=True).update(
-                resolution=f"resolved by {request.user.get_username()}"
-            )
+            topup_resolve_freeze(account=account, actor=request.user.get_username())
             messages.success(request, f"{account} unfrozen.")
         return redirect("admin:wallet_account_changelist")
 

@@ -196,6 +196,39 @@ class Shortfall(models.Model):
         return f"shortfall {self.amount} on {self.account} ({self.reference})"
 
 
+class Takeback(models.Model):
+    """Credits a refund or lost dispute still has to take back, waiting for replies to settle.
+
+    A refund that arrives while replies hold credits can't take those credits yet, and
+    they are not spent either: the part the holds cover is owed, and taken as each hold
+    resolves (from what it releases). What is still owed once no hold is pending was
+    spent, and becomes a Shortfall.
+    """
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="takebacks")
+    key = models.CharField(max_length=200, unique=True, help_text="The take-back's idempotency key.")
+    reference = models.CharField(max_length=200)
+    memo = models.CharField(max_length=300, blank=True)
+    amount = models.BigIntegerField(help_text="Credits deferred when the refund arrived.")
+    remaining = models.BigIntegerField(help_text="Credits still to take back.")
+    parts = models.PositiveIntegerField(default=0, help_text="Entries taken so far.")
+    shortfall = models.BigIntegerField(default=0, help_text="What was spent after all, recorded as a shortfall.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="takeback_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(remaining__gte=0, remaining__lte=F("amount")), name="takeback_remaining_within_amount"
+            ),
+        ]
+        indexes = [models.Index(fields=["account", "resolved_at"])]
+
+    def __str__(self) -> str:
+        return f"take-back {self.key}: {self.remaining} of {self.amount} owed"
+
+
 class Topup(models.Model):
     """A purchase of credits, through Stripe Checkout or the demo checkout."""
 
@@ -236,6 +269,8 @@ class Topup(models.Model):
     clawed_back_credits = models.BigIntegerField(default=0)
     dispute_id = models.CharField(max_length=255, blank=True)
     dispute_status = models.CharField(max_length=20, choices=DisputeStatus.choices, blank=True)
+    # When an operator resolved the freeze a lost dispute left: it then holds no freeze.
+    dispute_reviewed_at = models.DateTimeField(null=True, blank=True)
     credited_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

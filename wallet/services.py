@@ -19,7 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from wallet.errors import HoldNotPending, IdempotencyConflict, InsufficientCredits, WalletFrozen
-from wallet.models import Account, Entry, Hold, Shortfall
+from wallet.models import Account, Entry, Hold, Shortfall, Takeback
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +367,7 @@ def _post_pending(current: Hold, *, amount: int, memo: str, reference: str | Non
             reference=reference,
             memo=f"{memo} (above its hold of {current.amount})".strip(),
         )
+    _collect_owed(wallet.pk)
 
 
 def _release(hold: Hold, status: str, reason: str) -> None:
@@ -375,6 +376,7 @@ def _release(hold: Hold, status: str, reason: str) -> None:
     hold.reason = reason[:300]
     hold.resolved_at = timezone.now()
     hold.save(update_fields=["status", "reason", "resolved_at"])
+    _collect_owed(hold.account_id)
 
 
 def wallet_void(*, hold: Hold, reason: str = "") -> Hold:
@@ -406,12 +408,134 @@ def holds_expire(*, now: dt.datetime | None = None) -> int:
     return expired
 
 
+@dataclass(frozen=True)
+class TakeBack:
+    """What a take-back did: taken now, owed until replies settle, and already spent."""
+
+    taken: int
+    deferred: int
+    shortfall: int
+
+
+def wallet_take_back(*, account: Account, amount: int, idempotency_key: str, reference: str, memo: str) -> TakeBack:
+    """Take back `amount` credits after a refund or lost dispute, never below zero.
+
+    What the available balance covers is taken now. Credits held by replies in flight
+    are neither available nor spent yet: up to what the holds reserve (less what other
+    take-backs already wait for) is owed and taken as the holds resolve. Only the rest,
+    credits already spent, is a shortfall now (recorded, and the wallet frozen).
+    A repeat with the same key returns the first outcome.
+    """
+    if amount <= 0:
+        raise ValueError("A take-back must be a positive whole number of credits.")
+    with transaction.atomic():
+        wallet = _lock(account.pk)
+        entry = Entry.objects.filter(idempotency_key=idempotency_key).first()
+        owed = Takeback.objects.filter(key=idempotency_key).first()
+        recorded = Shortfall.objects.filter(reference=idempotency_key).first()
+        if entry or owed or recorded:
+            if entry is not None:
+                _check_same(entry, kind=Entry.Kind.REFUND, debit_account_id=wallet.pk)
+            first = (entry.amount if entry else 0) + (owed.amount if owed else 0) + (recorded.amount if recorded else 0)
+            if first != amount:
+                raise IdempotencyConflict(f"Idempotency key reused with a different amount: {first} != {amount}")
+            return TakeBack(
+                entry.amount if entry else 0, owed.amount if owed else 0, recorded.amount if recorded else 0
+            )
+        take = max(0, min(amount, wallet.available))
+        if take:
+            _write_entry(
+                user_account=wallet,
+                direction="out",
+                amount=take,
+                kind=Entry.Kind.REFUND,
+                idempotency_key=idempotency_key,
+                reference=reference,
+                memo=memo,
+            )
+        waiting = sum(
+            Takeback.objects.filter(account=wallet, resolved_at__isnull=True).values_list("remaining", flat=True)
+        )
+        deferred = max(0, min(amount - take, wallet.held - waiting))
+        if deferred:
+            Takeback.objects.create(
+                account=wallet,
+                key=idempotency_key,
+                reference=reference,
+                memo=memo[:300],
+                amount=deferred,
+                remaining=deferred,
+            )
+        shortfall = amount - take - deferred
+        if shortfall:
+            Shortfall.objects.create(account=wallet, amount=shortfall, reference=idempotency_key)
+            wallet_freeze(account=wallet, reason=f"{shortfall:,} credits taken back by {reference} were already spent")
+            log.warning(
+                "clawback shortfall", extra={"account_id": wallet.pk, "shortfall": shortfall, "key": idempotency_key}
+            )
+        return TakeBack(take, deferred, shortfall)
+
+
+def _collect_owed(account_id: int) -> None:
+    """A hold just resolved on the locked wallet: take what take-backs still owe from what it released.
+
+    What is still owed beyond what the pending holds could yet release was spent (the
+    hold was posted): it becomes a shortfall, and the wallet is frozen.
+    """
+    owed = list(Takeback.objects.filter(account_id=account_id, resolved_at__isnull=True).order_by("pk"))
+    if not owed:
+        return
+    wallet = Account.objects.get(pk=account_id)
+    coverable = wallet.held  # what the holds still pending may release, for the take-backs in order
+    for item in owed:
+        take = max(0, min(item.remaining, wallet.available))
+        if take:
+            item.parts += 1
+            _write_entry(
+                user_account=wallet,
+                direction="out",
+                amount=take,
+                kind=Entry.Kind.REFUND,
+                idempotency_key=f"{item.key}:part:{item.parts}",
+                reference=item.reference,
+                memo=f"{item.memo} (taken as a reply settled)"[:500],
+            )
+            item.remaining -= take
+        spent = max(0, item.remaining - max(0, coverable))
+        if spent:
+            item.parts += 1
+            item.remaining -= spent
+            item.shortfall += spent
+            Shortfall.objects.create(account=wallet, amount=spent, reference=f"{item.key}:spent:{item.parts}")
+            wallet_freeze(account=wallet, reason=f"{spent:,} credits taken back by {item.reference} were already spent")
+            log.warning("clawback shortfall", extra={"account_id": wallet.pk, "shortfall": spent, "key": item.key})
+        coverable -= item.remaining
+        if item.remaining == 0:
+            item.resolved_at = timezone.now()
+        item.save(update_fields=["remaining", "parts", "shortfall", "resolved_at"])
+
+
 def wallet_freeze(*, account: Account, reason: str) -> None:
     Account.objects.filter(pk=account.pk).update(frozen_reason=reason[:200])
 
 
 def wallet_unfreeze(*, account: Account) -> None:
     Account.objects.filter(pk=account.pk).update(frozen_reason="")
+
+
+def wallet_resolve_freeze(*, account: Account, actor: str) -> int:
+    """An operator reviewed a frozen wallet: unfreeze it and mark its shortfalls resolved.
+
+    Resolved shortfalls no longer hold a freeze, so a later won dispute lifts its own
+    freeze instead of leaving the wallet frozen for good. Returns how many were resolved.
+    """
+    with transaction.atomic():
+        wallet = _lock(account.pk)
+        resolved = Shortfall.objects.filter(account=wallet, resolved_at__isnull=True).update(
+            resolved_at=timezone.now(), resolution=f"resolved by {actor}"[:300]
+        )
+        wallet_unfreeze(account=wallet)
+    return resolved
 
 
 def wallet_grant(*, account: Account, amount: int, reason: str, actor: str, idempotency_key: str) -> Entry | None:

@@ -148,6 +148,8 @@ def _charge_refunded(obj: dict[str, Any]) -> Outcome:
     refund_id = _id(refunds[0]) if refunds else ""
     result = topup_refund(topup=found, amount_refunded_cents=int(obj.get("amount_refunded") or 0), refund_id=refund_id)
     message = f"top-up {found.pk}: took back {result.taken} credits"
+    if result.deferred:
+        message += f", {result.deferred} more as replies in flight settle"
     if result.shortfall:
         message += f", {result.shortfall} short (wallet frozen)"
     return Outcome(StripeEvent.Status.PROCESSED, message, topup=found)

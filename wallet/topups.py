@@ -27,9 +27,10 @@ from wallet.models import Account, Entry, Shortfall, Topup
 from wallet.services import (
     credits_for_cents,
     wallet_credit,
-    wallet_debit,
     wallet_for_user,
     wallet_freeze,
+    wallet_resolve_freeze,
+    wallet_take_back,
     wallet_unfreeze,
 )
 
@@ -353,33 +354,30 @@ def _status_after_refunds(topup: Topup) -> str:
 class ClawbackResult:
     taken: int  # credits taken from the wallet by this call
     shortfall: int  # credits that were already spent and could not be taken
+    deferred: int = 0  # credits held by replies in flight, taken as their holds resolve
+
+
+def _credits_sold(topup: Topup, cents: int) -> int:
+    """The credits `cents` of this top-up bought, at the rate it was sold at (not today's)."""
+    return topup.credits * min(cents, topup.amount_cents) // topup.amount_cents
 
 
 def _take_back(*, topup: Topup, credits: int, key: str, memo: str) -> ClawbackResult:
-    """Take up to `credits` from the top-up's wallet (never below zero); freeze on a shortfall.
+    """Take up to `credits` from the top-up's wallet (never below zero); a shortfall freezes it.
 
-    The caller holds the top-up row lock inside a transaction.
+    Credits that replies in flight hold are taken as those holds resolve (see
+    `wallet_take_back`). The caller holds the top-up row lock inside a transaction.
     """
     credits = min(credits, topup.credits - topup.clawed_back_credits)
     if credits <= 0:
         return ClawbackResult(0, 0)
-    entry, shortfall = wallet_debit(
-        account=topup.account,
-        amount=credits,
-        kind=Entry.Kind.REFUND,
-        idempotency_key=key,
-        reference=f"topup:{topup.pk}",
-        memo=memo,
-        partial=True,
+    result = wallet_take_back(
+        account=topup.account, amount=credits, idempotency_key=key, reference=f"topup:{topup.pk}", memo=memo
     )
     topup.clawed_back_credits += credits
-    if shortfall:
-        wallet_freeze(
-            account=topup.account,
-            reason=f"{shortfall:,} credits of refunded top-up {topup.pk} were already spent",
-        )
-        log.warning("clawback shortfall", extra={"topup_id": topup.pk, "shortfall": shortfall, "key": key})
-    return ClawbackResult(entry.amount if entry else 0, shortfall)
+    if result.shortfall:
+        log.warning("refunded top-up already spent", extra={"topup_id": topup.pk, "shortfall": result.shortfall})
+    return ClawbackResult(result.taken, result.shortfall, result.deferred)
 
 
 def topup_refund(*, topup: Topup, amount_refunded_cents: int, refund_id: str = "") -> ClawbackResult:
@@ -393,7 +391,7 @@ def topup_refund(*, topup: Topup, amount_refunded_cents: int, refund_id: str = "
         amount = min(amount_refunded_cents, current.amount_cents)
         if amount <= current.refunded_cents:
             return ClawbackResult(0, 0)
-        credits = credits_for_cents(amount) - credits_for_cents(current.refunded_cents)
+        credits = _credits_sold(current, amount) - _credits_sold(current, current.refunded_cents)
         result = _take_back(
             topup=current,
             credits=credits,
@@ -439,7 +437,7 @@ def topup_dispute_closed(*, topup: Topup, dispute_id: str, won: bool, amount_cen
             current.dispute_status = Topup.DisputeStatus.LOST
             result = _take_back(
                 topup=current,
-                credits=credits_for_cents(min(amount_cents, current.amount_cents)),
+                credits=_credits_sold(current, amount_cents),
                 key=f"topup:{current.pk}:dispute:{dispute_id}",
                 memo=f"Lost dispute on top-up ${current.amount_usd} ({dispute_id})",
             )
@@ -459,6 +457,18 @@ def _unfreeze_if_clear(account: Account) -> None:
     """Lift a freeze only when nothing else holds it: no open dispute, no unresolved shortfall."""
     open_disputes = Topup.objects.filter(account=account, dispute_status=Topup.DisputeStatus.OPEN).exists()
     shortfalls = Shortfall.objects.filter(account=account, resolved_at__isnull=True).exists()
-    lost = Topup.objects.filter(account=account, dispute_status=Topup.DisputeStatus.LOST).exists()
+    lost = Topup.objects.filter(
+        account=account, dispute_status=Topup.DisputeStatus.LOST, dispute_reviewed_at__isnull=True
+    ).exists()
     if not (open_disputes or shortfalls or lost):
         wallet_unfreeze(account=account)
+
+
+def topup_resolve_freeze(*, account: Account, actor: str) -> int:
+    """An operator reviewed a frozen wallet: unfreeze it, resolve its shortfalls, and mark its
+    lost disputes reviewed, so none of them keeps a later won dispute from lifting its freeze."""
+    with transaction.atomic():
+        Topup.objects.filter(
+            account=account, dispute_status=Topup.DisputeStatus.LOST, dispute_reviewed_at__isnull=True
+        ).update(dispute_reviewed_at=timezone.now())
+        return wallet_resolve_freeze(account=account, actor=actor)
