@@ -134,6 +134,8 @@ class UpstreamStream:
 
 async def open_stream(*, spec: ModelSpec, request: CompletionRequest, max_tokens: int) -> UpstreamStream:
     """Start the call and wait for its first piece; raises ProviderError if it fails before any."""
+    if spec.is_demo and not settings.DEMO_ALLOWED:
+        raise ProviderError(code="model_unavailable", message=spec.unavailable_reason, transient=False)
     try:
         raw = await _client(spec).chat.completions.create(**_params(spec, request, max_tokens))
     except Exception as exc:

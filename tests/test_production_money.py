@@ -199,3 +199,17 @@ def test_load_catalog_makes_no_demo_model_where_not_allowed(settings) -> None:
 
     assert ModelSpec.objects.exists()
     assert not ModelSpec.objects.filter(is_demo=True).exists()
+
+
+def test_the_openai_compatible_path_never_calls_the_demo_model_where_not_allowed(settings) -> None:
+    import asyncio
+
+    from openai_api.request import CompletionRequest
+    from openai_api.upstream import open_stream
+
+    settings.DEMO_ALLOWED = False
+    spec = ModelSpec.objects.get(slug="demo")
+    request = CompletionRequest.__new__(CompletionRequest)  # never read: refused before any call
+
+    with pytest.raises(ProviderError, match="never answers in production"):
+        asyncio.run(open_stream(spec=spec, request=request, max_tokens=5))
