@@ -138,7 +138,7 @@ def test_the_audit_reconciles_each_topup_with_its_entries(alice):
         account=account, amount=7, kind=Entry.Kind.TOPUP, idempotency_key="t2", reference=f"topup:{unpaid.pk}"
     )
     assert sorted(ledger_audit()) == [
-        f"top-up {paid.pk}: clawed back 2000 + shortfall 500 != 2000 recorded",
+        f"top-up {paid.pk}: clawed back 2000 + shortfall 500 + still owed 0 != 2000 recorded",
         f"top-up {unpaid.pk}: credited 7 in 1 entries, expected 0",
     ]
     assert Shortfall.objects.get().reference == f"topup:{paid.pk}:refund:100"

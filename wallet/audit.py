@@ -9,7 +9,7 @@ from django.db import connection
 from django.db.models import Sum
 
 from wallet import digests
-from wallet.models import Account, Entry, Hold, Shortfall, Topup
+from wallet.models import Account, Entry, Hold, Shortfall, Takeback, Topup
 
 
 def ledger_audit() -> list[str]:
@@ -129,6 +129,10 @@ def _topups() -> list[str]:
         "reference", "amount"
     ):
         short[":".join(reference.split(":")[:2])] += amount
+    # Take-backs still waiting for replies in flight to settle (counted in clawed_back_credits).
+    owed = dict(
+        Takeback.objects.filter(remaining__gt=0).values_list("reference").annotate(s=Sum("remaining")).order_by()
+    )
     for topup in Topup.objects.only("pk", "credits", "credited_at", "clawed_back_credits").iterator():
         ref = f"topup:{topup.pk}"
         expected = topup.credits if topup.credited_at else 0
@@ -137,11 +141,11 @@ def _topups() -> list[str]:
                 f"top-up {topup.pk}: credited {credited.get(ref, 0)} in {credit_count.get(ref, 0)} entries, "
                 f"expected {expected}"
             )
-        clawed = taken.get(ref, 0) + short.get(ref, 0)
+        clawed = taken.get(ref, 0) + short.get(ref, 0) + owed.get(ref, 0)
         if clawed != topup.clawed_back_credits:
             problems.append(
                 f"top-up {topup.pk}: clawed back {taken.get(ref, 0)} + shortfall {short.get(ref, 0)} "
-                f"!= {topup.clawed_back_credits} recorded"
+                f"+ still owed {owed.get(ref, 0)} != {topup.clawed_back_credits} recorded"
             )
     return problems
 

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('wallet', '0003_hold_excess'),
+        ('wallet', '0005_entry_immutable'),
     ]
 
     operations = [
