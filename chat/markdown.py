@@ -6,7 +6,8 @@ independent layers stand between it and the page:
 1. Markdown runs with its raw-HTML handling removed, so `<script>` in a reply is
    escaped and shown as text rather than passed through.
 2. nh3 (ammonia) then keeps only a short list of tags and attributes, only
-   http/https/mailto links, and adds rel="nofollow noopener noreferrer".
+   http/https/mailto links, and adds rel="nofollow noopener noreferrer" and
+   target="_blank" (a link in a reply opens in a new tab, so the chat stays open).
 
 Either layer alone would stop a script; both are here because the first one
 depends on Markdown internals that could change between releases.
@@ -57,6 +58,9 @@ ALLOWED_ATTRIBUTES = {
 }
 LINK_SCHEMES = {"http", "https", "mailto"}
 LINK_REL = "nofollow noopener noreferrer"
+# Set on every link, whatever the reply wrote: with rel=noopener the new tab cannot
+# reach back into this page through window.opener.
+LINK_TARGET = "_blank"
 
 _SAFE_HREF = re.compile(r"^(?:https?://|mailto:)", re.IGNORECASE)
 _LANGUAGE_CLASS = re.compile(r"^language-[A-Za-z0-9_+#.-]{1,40}$")
@@ -83,6 +87,7 @@ _cleaner = nh3.Cleaner(
     attributes=ALLOWED_ATTRIBUTES,
     attribute_filter=_attribute_filter,
     link_rel=LINK_REL,
+    set_tag_attribute_values={"a": {"target": LINK_TARGET}},
     url_schemes=LINK_SCHEMES,
     url_relative="deny",
     strip_comments=True,

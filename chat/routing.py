@@ -111,3 +111,12 @@ def _why_not(spec: ModelSpec, images: bool) -> str:
     if images and not spec.image_input:
         return "it does not read images"
     return "not in the catalog"
+
+
+def tier_answerer(tier: str, models: Sequence[ModelSpec] | None = None) -> ModelSpec | None:
+    """The model that answers a text message Auto sends to `tier`, with the fallbacks
+    route_for_message uses (the chat page asks whether both tiers read images)."""
+    catalog = list(models_catalog()) if models is None else list(models)
+    candidates = [m for m in catalog if m.available]
+    other = FLAGSHIP if tier == CHEAP else CHEAP
+    return _pick(candidates, tier) or _pick(candidates, other) or next((m for m in candidates if m.is_demo), None)

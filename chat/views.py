@@ -15,6 +15,7 @@ from django.utils.safestring import mark_safe
 
 from chat.markdown import render_markdown
 from chat.models import Message, ModelSpec
+from chat.routing import TIERS, tier_answerer
 from chat.selectors import (
     conversation_messages,
     conversations_for_user,
@@ -31,6 +32,18 @@ IMAGE_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp"]
 MAX_IMAGE_BYTES = min(5 * 1024 * 1024, (settings.DATA_UPLOAD_MAX_MEMORY_SIZE * 3) // 4 - 256 * 1024)
 _DATA_IMAGE = re.compile(r"^data:image/(?:png|jpeg|gif|webp);base64,[A-Za-z0-9+/=]+$")
 IN_PROGRESS = {Message.Status.QUEUED, Message.Status.STREAMING}
+# A failure's reason may already say so; the page adds "You were not charged." once.
+_NOT_CHARGED = re.compile(r"[\s;,.]*\bnothing was charged\b[^.]*\.?", re.IGNORECASE)
+
+
+def failure_reason(text: str) -> str:
+    """A failed reply's reason, without its own word on charges: "This reply failed: <reason>."."""
+    return _NOT_CHARGED.sub("", text or "").strip().rstrip(". ")
+
+
+def route_line(routed_by: str) -> str:
+    """Auto's reason as the page shows it: a typographic arrow, "Auto → GPT-4o mini: ..."."""
+    return routed_by.replace(" -> ", " → ")
 
 
 def _price(value: Decimal) -> str:
@@ -73,6 +86,27 @@ def model_options(models: list[ModelSpec]) -> list[dict[str, Any]]:
     return options
 
 
+def auto_image_support(models: list[ModelSpec]) -> dict[str, Any]:
+    """Whether an image can go with Auto: only when the model of each tier reads images,
+    so that attaching one never quietly moves a message to another model."""
+    answerers = [(tier, tier_answerer(tier, models)) for tier in TIERS]
+    blind = [(tier, m) for tier, m in answerers if m is not None and not m.image_input]
+    if all(m is not None for _, m in answerers) and not blind:
+        return {"allowed": True, "why": ""}
+    if blind:
+        tiers: dict[str, list[str]] = {}
+        for tier, m in blind:
+            tiers.setdefault(m.name, []).append(tier)
+        names = " and ".join(
+            f"{name} ({' and '.join(ts)} tier{'s' if len(ts) > 1 else ''})" for name, ts in tiers.items()
+        )
+        verb = "do" if len(tiers) > 1 else "does"
+        why = f"Auto can't take images: {names} {verb} not read images. Pick a model that reads images to attach one."
+    else:
+        why = "Auto can't take images right now: no model is available for it. Pick a model that reads images."
+    return {"allowed": False, "why": why}
+
+
 def _attachment_urls(attachments: Any) -> list[str]:
     """Image data URLs of a user message, whatever shape each entry has; anything else is skipped."""
     urls = []
@@ -100,7 +134,9 @@ def _message_view(message: Message) -> dict[str, Any]:
         "in_progress": in_progress,
         "attachments": _attachment_urls(message.attachments) if message.role == Message.Role.USER else [],
         "model_name": model.name if model else "the model",
-        "routed_by": message.routed_by,
+        "routed_by": route_line(message.routed_by),
+        # "Auto → GPT-4o mini: ..." already names the model; an older line does not.
+        "route_names_model": message.routed_by.startswith("Auto "),
         "input_tokens": message.input_tokens,
         "output_tokens": message.output_tokens,
         "usage_estimated": message.usage_estimated,
@@ -108,7 +144,9 @@ def _message_view(message: Message) -> dict[str, Any]:
         "cost_usd": _usd(message.cost) if message.cost is not None else "",
         # Shown as "This reply failed: <reason>. You were not charged." (or as a note on a
         # settled reply, e.g. usage billed on an estimate).
-        "error": message.error_message.rstrip(". "),
+        "error": failure_reason(message.error_message)
+        if message.status == Message.Status.FAILED
+        else message.error_message.rstrip(". "),
     }
 
 
@@ -145,6 +183,7 @@ def chat(request: HttpRequest, conversation_id: int | None = None) -> HttpRespon
         "initial_model": initial_model,
         "max_image_bytes": MAX_IMAGE_BYTES,
         "image_types": IMAGE_TYPES,
+        "auto_images": auto_image_support(models),
         "models": [
             {
                 "slug": m.slug,

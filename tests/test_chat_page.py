@@ -118,7 +118,10 @@ def test_model_text_in_history_is_inert(alice_client, alice) -> None:
     reply_in(conversation, content='<script>alert(1)</script> [x](javascript:alert(2)) <img src=x onerror="alert(3)">')
     html = alice_client.get(reverse("chat_conversation", args=[conversation.pk])).content.decode()
     assert "alert(1)" in html and "<script>alert(1)" not in html
-    assert "javascript:" not in html
+    # The Markdown as written stays on the page only as escaped text (Copy puts it on the
+    # clipboard), never as a link or a tag.
+    assert not re.search(r"(?:href|src|action)\s*=\s*[\"']?\s*javascript:", html, re.I)
+    assert 'data-source="&lt;script&gt;alert(1)&lt;/script&gt; [x](javascript:alert(2))' in html
     assert "<img src=x" not in html
 
 
@@ -239,3 +242,41 @@ def test_a_frozen_wallet_is_explained_on_the_page(alice_client, alice) -> None:
     wallet_freeze(account=funded_wallet(alice, 1000), reason="a disputed payment")
     html = alice_client.get(reverse("chat")).content.decode()
     assert "Your wallet is frozen: a disputed payment. New messages are paused" in html
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "The demo model had an error. Nothing was charged.",
+        "The demo model had an error; nothing was charged.",
+        "The demo model had an error. Nothing was charged; please try again in a moment.",
+    ],
+)
+def test_a_failed_reply_says_once_that_nothing_was_charged(alice_client, alice, stored: str) -> None:
+    conversation = conversation_of(alice)
+    reply_in(conversation, status=Message.Status.FAILED, content="", cost=0, error_message=stored)
+    html = alice_client.get(reverse("chat_conversation", args=[conversation.pk])).content.decode()
+    assert "This reply failed: The demo model had an error. You were not charged.</p>" in html
+    assert html.lower().count("charged") == 1
+
+
+def test_auto_reason_is_shown_with_a_typographic_arrow(alice_client, alice) -> None:
+    conversation = conversation_of(alice)
+    reply_in(conversation, requested_model="auto", routed_by="Auto -> Demo model: short factual question")
+    html = alice_client.get(reverse("chat_conversation", args=[conversation.pk])).content.decode()
+    assert '<span class="meta-route">Auto → Demo model: short factual question</span>' in html
+    assert "->" not in html.replace("-->", "")
+
+
+def test_auto_takes_images_only_when_both_tiers_read_them(alice_client, monkeypatch, settings) -> None:
+    # No provider key: the demo model answers both tiers, and it reads images.
+    assert config_of(alice_client.get(reverse("chat")))["auto_images"] == {"allowed": True, "why": ""}
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert config_of(alice_client.get(reverse("chat")))["auto_images"]["allowed"] is True  # GPT-4o mini and GPT-4o
+    monkeypatch.setenv("MISTRAL_API_KEY", "sk-test")
+    settings.AUTO_CHEAP_MODEL = "mistral-small"
+    assert config_of(alice_client.get(reverse("chat")))["auto_images"] == {
+        "allowed": False,
+        "why": "Auto can't take images: Mistral Small (cheap tier) does not read images. "
+        "Pick a model that reads images to attach one.",
+    }

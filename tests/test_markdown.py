@@ -8,6 +8,8 @@ import pytest
 
 from chat.markdown import LINK_REL, render_markdown, sanitize_html
 
+LINK = f'target="_blank" rel="{LINK_REL}"'
+
 # Anything that would make a browser run script or fetch a resource.
 DANGER = re.compile(r"<script|<img|<iframe|<svg|<object|<embed|<style|\son\w+\s*=|javascript:|data:|vbscript:", re.I)
 
@@ -61,7 +63,7 @@ def test_data_urls_are_dropped_from_links_and_images() -> None:
 def test_images_become_links_so_nothing_is_fetched() -> None:
     html = render_markdown("![a chart](https://example.com/chart.png)")
     assert "<img" not in html
-    assert f'<a href="https://example.com/chart.png" rel="{LINK_REL}">a chart</a>' in html
+    assert f'<a href="https://example.com/chart.png" {LINK}>a chart</a>' in html
 
 
 def test_event_handler_attributes_are_inert_in_markdown() -> None:
@@ -85,10 +87,10 @@ def test_sanitizer_alone_strips_handlers_scripts_and_bad_urls() -> None:
     )
     html = sanitize_html(dirty)
     assert not DANGER.search(html), html
-    assert "style=" not in html and "target=" not in html and 'id="x"' not in html
+    assert "style=" not in html and 'target="_self"' not in html and 'id="x"' not in html
     assert "alert(1)" not in html  # script content removed, not just the tags
-    assert f'<a href="https://example.com/" rel="{LINK_REL}">ok</a>' in html
-    assert '<a rel="nofollow noopener noreferrer">rel</a>' in html  # relative links dropped
+    assert f'<a href="https://example.com/" {LINK}>ok</a>' in html
+    assert f"<a {LINK}>rel</a>" in html  # relative links dropped
     assert '<code class="language-js">c</code>' in html
     assert "<code>e</code>" in html
 
@@ -108,8 +110,8 @@ def test_fenced_code_block_without_language() -> None:
 
 def test_normal_links_keep_href_and_get_rel() -> None:
     html = render_markdown("See [the docs](https://example.com/docs?a=1&b=2) or <https://example.org>.")
-    assert f'<a href="https://example.com/docs?a=1&amp;b=2" rel="{LINK_REL}">the docs</a>' in html
-    assert f'<a href="https://example.org" rel="{LINK_REL}">https://example.org</a>' in html
+    assert f'<a href="https://example.com/docs?a=1&amp;b=2" {LINK}>the docs</a>' in html
+    assert f'<a href="https://example.org" {LINK}>https://example.org</a>' in html
 
 
 def test_mailto_and_http_links_are_allowed() -> None:
@@ -133,3 +135,12 @@ def test_common_markdown_survives() -> None:
 def test_empty_and_plain_text() -> None:
     assert render_markdown("") == ""
     assert render_markdown("a & b") == "<p>a &amp; b</p>"
+
+
+def test_every_link_opens_in_a_new_tab_without_a_handle_on_this_page() -> None:
+    # Whatever target or rel the reply (or raw HTML slipped past Markdown) asked for.
+    html = sanitize_html('<a href="https://example.com/" target="_self" rel="opener">x</a>')
+    assert html == f'<a href="https://example.com/" {LINK}>x</a>'
+    html = render_markdown("[a](https://example.com/a) and <https://example.org/b>")
+    assert html.count('target="_blank"') == 2
+    assert html.count("noopener noreferrer") == 2

@@ -25,6 +25,7 @@
   var attachButton = $("attach-button");
   var attachInput = $("attach-input");
   var attachPreview = $("attach-preview");
+  var attachHelp = $("attach-help");
   var alertBox = $("chat-alert");
   var statusRegion = $("chat-status");
   var titleNode = $("chat-title");
@@ -201,8 +202,17 @@
   function selectedModel() { return modelsBySlug[select.value] || null; }
 
   function imagesAllowed() {
+    if (select.value === "auto") return !!config.auto_images.allowed;
     var m = selectedModel();
     return !!(m && m.available && m.image_input);
+  }
+
+  // Why the image button is off, in words on the page (a disabled button can't be focused
+  // to reveal a tooltip).
+  function imagesBlockedReason() {
+    if (select.value === "auto") return config.auto_images.why;
+    var m = selectedModel();
+    return (m ? m.name : "The selected model") + " does not read images. Pick a model that does to attach one.";
   }
 
   function onModelChange() {
@@ -211,7 +221,9 @@
     if (state.conversationId) storageSet(modelKey(state.conversationId), select.value);
     var allowed = imagesAllowed();
     attachButton.disabled = !allowed;
-    attachButton.title = allowed ? "Attach an image" : "The selected model does not read images";
+    attachButton.title = allowed ? "Attach an image" : imagesBlockedReason();
+    attachHelp.textContent = allowed ? "" : imagesBlockedReason();
+    attachHelp.hidden = allowed;
     if (state.attachment && !allowed) {
       showNotice("The selected model cannot read images: remove the image or pick a model that can.");
     }
@@ -270,6 +282,76 @@
     reader.readAsDataURL(file);
   }
 
+  /* ---------- copy ---------- */
+
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    // Plain http on another host than localhost has no clipboard API: the old way.
+    return new Promise(function (resolve, reject) {
+      var area = make("textarea", "visually-hidden");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      document.body.append(area);
+      area.select();
+      var ok = false;
+      try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+      area.remove();
+      if (ok) resolve(); else reject(new Error("copy refused"));
+    });
+  }
+
+  function copyButton(label, name, getText) {
+    var button = make("button", "link copy-button", label);
+    button.type = "button";
+    if (name) button.setAttribute("aria-label", name);
+    button.addEventListener("click", function () {
+      copyText(getText()).then(function () {
+        button.textContent = "Copied";
+        clearTimeout(button.copiedTimer);
+        button.copiedTimer = setTimeout(function () { button.textContent = label; }, 2000);
+        announce("Copied.");
+      }, function () {
+        showNotice("Your browser did not allow copying. Select the text and copy it instead.");
+      });
+    });
+    return button;
+  }
+
+  // What Copy puts on the clipboard: the text as written (a reply's Markdown, not its HTML).
+  function messageSource(article) {
+    var source = article.getAttribute("data-source");
+    if (source !== null) return source;
+    return article.querySelector(".msg-body").textContent;
+  }
+
+  function decorateCode(body) {
+    body.querySelectorAll("pre").forEach(function (pre) {
+      if (pre.parentNode.classList.contains("code-block")) return;
+      var wrap = make("div", "code-block");
+      pre.parentNode.insertBefore(wrap, pre);
+      wrap.append(copyButton("Copy code", null, function () { return pre.textContent; }), pre);
+    });
+  }
+
+  // Adds the buttons that need this script to a message: Copy, and Copy code on code blocks.
+  function decorate(article) {
+    var actions = article.querySelector(".msg-actions");
+    if (!actions) {
+      actions = make("div", "msg-actions");
+      article.append(actions);
+    }
+    actions.querySelectorAll(".copy-button").forEach(function (b) { b.remove(); });
+    var user = article.classList.contains("msg-user");
+    var status = article.getAttribute("data-status");
+    if (!user && status !== "done" && status !== "cancelled") return;
+    var body = article.querySelector(".msg-body");
+    if (!user) decorateCode(body);
+    if (!messageSource(article).trim()) return;
+    actions.prepend(copyButton("Copy", user ? "Copy what you wrote" : "Copy the reply", function () {
+      return messageSource(article);
+    }));
+  }
+
   /* ---------- messages in the log ---------- */
 
   function hideEmptyState() { if (emptyState) emptyState.hidden = true; }
@@ -287,6 +369,7 @@
       article.append(img);
     }
     log.append(article);
+    decorate(article);
     scrollToBottom();
   }
 
@@ -301,6 +384,14 @@
     if (typeof error === "string") return error;
     return error.message || error.code || "";
   }
+
+  // A failure's reason may already say "Nothing was charged"; the page says it once (chat/views.py).
+  function failureReason(error) {
+    return errorText(error).replace(/[\s;,.]*\bnothing was charged\b[^.]*\.?/gi, "").trim().replace(/[.\s]+$/, "");
+  }
+
+  // Auto's reason with a typographic arrow: "Auto → GPT-4o mini: classification or tagging".
+  function routeLine(routedBy) { return String(routedBy || "").replace(/ -> /g, " → "); }
 
   // The view of one assistant reply: its article, body and meta line.
   function viewFor(article) {
@@ -335,12 +426,12 @@
     view.meta.replaceChildren();
     var parts = [];
     var name = modelName(message.model, message.model_name);
-    if (message.routed_by && message.routed_by.indexOf("Auto -> ") === 0) {
-      // The line already names the model: "Auto -> GPT-4o mini: classification or tagging".
-      parts.push(make("span", "meta-route", message.routed_by));
+    if (message.routed_by && message.routed_by.indexOf("Auto ") === 0) {
+      // The line already names the model: "Auto → GPT-4o mini: classification or tagging".
+      parts.push(make("span", "meta-route", routeLine(message.routed_by)));
     } else if (message.routed_by) {
       parts.push(make("span", "meta-model", "Auto chose " + name));
-      parts.push(make("span", "meta-route", "why: " + message.routed_by));
+      parts.push(make("span", "meta-route", "why: " + routeLine(message.routed_by)));
     } else {
       parts.push(make("span", "meta-model", name));
     }
@@ -368,7 +459,7 @@
   function renderFailure(view, message) {
     view.body.replaceChildren();
     var p = make("p", "msg-error");
-    var reason = errorText(message.error).replace(/[.\s]+$/, "") || "the model did not answer";
+    var reason = failureReason(message.error) || "the model did not answer";
     p.textContent = "This reply failed: " + reason + ". You were not charged.";
     view.body.append(p);
     view.meta.replaceChildren();
@@ -395,8 +486,10 @@
     if (!view.body.textContent.trim() && message.status === "cancelled") {
       view.body.replaceChildren(make("p", "muted", "Stopped before any text was written."));
     }
+    view.article.setAttribute("data-source", message.content || "");
     view.actions.replaceChildren();
     renderMeta(view, message);
+    decorate(view.article);
   }
 
   /* ---------- streaming ---------- */
@@ -630,6 +723,8 @@
     var stream = state.active;
     if (!stream) return;
     stopButton.disabled = true;
+    // The button is about to go away: the focus goes back to the message box.
+    input.focus();
     announce("Stopping the reply.");
     api("POST", "/messages/" + stream.id + "/cancel").catch(function (err) {
       // 409: it finished first; the stream will say how.
@@ -691,20 +786,43 @@
     return line.length > 60 ? line.slice(0, 57) + "…" : line || "New chat";
   }
 
+  // Moves the draft kept for this tab from one conversation key to another.
+  function switchConversation(conversationId) {
+    var draft = input.value;
+    sessionSet(draftKey(), "");
+    state.conversationId = conversationId;
+    sessionSet(draftKey(), draft);
+  }
+
   function ensureConversation(content) {
-    if (state.conversationId) return Promise.resolve(state.conversationId);
+    if (state.conversationId) return Promise.resolve(null);
     return api("POST", "/conversations", { title: titleFrom(content) }).then(function (conversation) {
-      var draft = input.value;
-      sessionSet(draftKey(), "");
-      state.conversationId = conversation.id;
-      sessionSet(draftKey(), draft);
+      switchConversation(conversation.id);
       chatRoot.setAttribute("data-conversation-id", conversation.id);
       storageSet(modelKey(conversation.id), select.value);
       history.replaceState(null, "", chatUrl(conversation.id));
       addConversationItem(conversation);
       setTitle(conversation.title || titleFrom(content));
-      return conversation.id;
+      return conversation;
     });
+  }
+
+  // The first message of a new conversation was refused (no credits, a bad request): the
+  // conversation made for it goes, so no empty one stays named after the unsent text.
+  // A network or server error leaves it: the message may have arrived, and the next try
+  // goes to the same conversation.
+  function undoConversation(conversation) {
+    return api("DELETE", "/conversations/" + conversation.id).then(function () {
+      if (String(state.conversationId) !== String(conversation.id)) return;
+      switchConversation(null);
+      chatRoot.removeAttribute("data-conversation-id");
+      storageSet(modelKey(conversation.id), "");
+      history.replaceState(null, "", config.new_chat_url);
+      var li = itemFor(conversation.id);
+      if (li) li.remove();
+      if (!list.querySelector("li")) list.append(make("li", "empty-list muted", "No conversations yet."));
+      setTitle("New chat");
+    }, function () { /* kept: the next send uses it */ });
   }
 
   function send() {
@@ -734,10 +852,12 @@
     sendButton.disabled = true;
     hideAlert();
     announce("Sending.");
-    ensureConversation(content).then(function (conversationId) {
+    var created = null;
+    ensureConversation(content).then(function (conversation) {
+      created = conversation;
       var body = { content: content, model: model };
       if (attachment) body.attachments = [{ type: "image", url: attachment.dataUrl }];
-      var path = "/conversations/" + conversationId + "/messages";
+      var path = "/conversations/" + state.conversationId + "/messages";
       return api("POST", path, body, sendKeyFor(path, body));
     }).then(function (message) {
       sendKeyDone();
@@ -754,10 +874,15 @@
       streamReply(message.id, view);
     }, function (err) {
       sendKeyDone(err);
-      state.sending = false;
-      sendButton.disabled = false;
-      showError(err);
-      input.focus();
+      var refused = err.status >= 400 && err.status < 500;
+      (created && refused ? undoConversation(created) : Promise.resolve()).then(function () {
+        state.sending = false;
+        sendButton.disabled = false;
+        // The alert says why; the status line must not stay on "Sending.".
+        announce("Your message was not sent.");
+        showError(err);
+        input.focus();
+      });
     });
   }
 
@@ -951,12 +1076,23 @@
     streamReply(pending.getAttribute("data-message-id"), viewFor(pending));
   }
 
+  log.querySelectorAll("article.msg").forEach(decorate);
+
+  // The skip link leads to the message box, past the conversation list.
+  var skip = document.querySelector("a.skip");
+  if (skip) {
+    skip.href = "#composer-input";
+    skip.textContent = "Skip to the message box";
+    skip.addEventListener("click", function (e) { e.preventDefault(); input.focus(); });
+  }
+
   var target = window.location.hash && document.getElementById(window.location.hash.slice(1));
   if (target && log.contains(target)) {
     target.scrollIntoView({ block: "center" });
     target.classList.add("highlight");
   } else {
     scrollToBottom();
+    input.focus({ preventScroll: true });
   }
   chatRoot.classList.add("ready");
 })();

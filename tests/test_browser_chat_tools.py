@@ -1,0 +1,171 @@
+"""The chat page's tools in a real browser (chromium, live server, Celery worker, demo model):
+copy buttons, links in replies, a refused first message, focus and the skip link, the
+image button under Auto.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from chat.models import Conversation, Message
+from tests.conftest import make_user
+from tests.e2e_servers import celery_worker, chat_catalog, demo_server  # noqa: F401
+from tests.test_browser_chat import (  # noqa: F401
+    EMAIL,
+    PASSWORD,
+    browser,
+    last_reply,
+    log_in,
+    open_page,
+    orm,
+    send_with_enter,
+    settled,
+)
+from tests.wallet_helpers import funded_wallet
+
+pytestmark = pytest.mark.browser
+
+
+def focused_id(page) -> str:
+    return page.evaluate("document.activeElement && document.activeElement.id")
+
+
+def status_text(page) -> str:
+    page.wait_for_timeout(120)  # the status line is set 50 ms after it is cleared
+    return page.locator("#chat-status").inner_text()
+
+
+def test_a_refused_first_message_leaves_no_conversation_behind(browser, live_server) -> None:  # noqa: F811
+    orm(lambda: make_user(EMAIL, password=PASSWORD))
+    page = open_page(browser)
+    log_in(page, live_server)
+    page.goto(live_server.url + "/chat/")
+    # The message box has the focus on arrival.
+    page.wait_for_function("() => document.activeElement && document.activeElement.id === 'composer-input'")
+    page.get_by_label("Model").select_option("demo")
+
+    # 400: too long for the demo model's context (refused before any money is looked at).
+    send_with_enter(page, "word " * 20_000)
+    alert = page.get_by_role("alert")
+    alert.wait_for()
+    assert "too long" in alert.inner_text()
+    assert status_text(page) == "Your message was not sent."
+    page.wait_for_url(live_server.url + "/chat/")
+    assert orm(lambda: Conversation.objects.count()) == 0
+    assert page.locator("#conversation-list").inner_text().strip() == "No conversations yet."
+
+    # 402: the empty wallet.
+    send_with_enter(page, "Tell me a story")
+    alert.get_by_role("link", name="Top up your wallet").wait_for()
+    assert status_text(page) == "Your message was not sent."
+    assert orm(lambda: Conversation.objects.count()) == 0
+    assert orm(lambda: Message.objects.count()) == 0
+    assert page.url == live_server.url + "/chat/"
+    assert page.locator("#chat-title").inner_text() == "New chat"
+    assert "Tell me a story" not in page.locator("#chat-sidebar").inner_text()
+    assert page.get_by_label("Message").input_value() == "Tell me a story"
+    assert focused_id(page) == "composer-input"
+    # Refusals are expected answers; the browser logs them as failed resource loads.
+    assert all("400" in p or "402" in p for p in page.problems), page.problems
+
+    # After a top-up the same draft goes through, into one new conversation.
+    orm(lambda: funded_wallet(get_user_model().objects.get(email=EMAIL), 1_000_000))
+    page.get_by_role("button", name="Send").click()
+    settled(last_reply(page))
+    assert orm(lambda: list(Conversation.objects.values_list("title", flat=True))) == ["Tell me a story"]
+
+
+def test_copy_buttons_and_links_that_open_in_a_new_tab(browser, live_server) -> None:  # noqa: F811
+    orm(lambda: funded_wallet(make_user(EMAIL, password=PASSWORD), 2_000_000))
+    page = open_page(browser)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    log_in(page, live_server)
+    page.goto(live_server.url + "/chat/")
+    page.get_by_label("Model").select_option("demo")
+    text = "[demo:echo] See [the docs](https://example.com/docs).\n\n```python\nprint('copied')\n```\n"
+    box = page.get_by_label("Message")
+    box.fill(text)
+    box.press("Enter")
+    reply = last_reply(page)
+    settled(reply)
+
+    link = reply.locator(".msg-body a", has_text="the docs")
+    assert link.get_attribute("target") == "_blank"
+    assert set(link.get_attribute("rel").split()) >= {"noopener", "noreferrer"}
+
+    reply.get_by_role("button", name="Copy code").click()
+    assert page.evaluate("navigator.clipboard.readText()") == "print('copied')\n"
+    assert status_text(page) == "Copied."
+    reply.get_by_role("button", name="Copy the reply").click()
+    content = orm(lambda: Message.objects.get(role="assistant").content)
+    assert "```python" in content  # the Markdown as written, not the rendered text
+    assert page.evaluate("navigator.clipboard.readText()") == content
+    page.locator("article.msg-user").get_by_role("button", name="Copy what you wrote").click()
+    assert page.evaluate("navigator.clipboard.readText()") == text.strip()
+
+    # The same buttons on the server-rendered history after a reload.
+    page.reload()
+    reply = last_reply(page)
+    assert reply.locator(".msg-body a").get_attribute("target") == "_blank"
+    page.evaluate("navigator.clipboard.writeText('')")
+    reply.get_by_role("button", name="Copy code").click()
+    assert page.evaluate("navigator.clipboard.readText()") == "print('copied')\n"
+    reply.get_by_role("button", name="Copy the reply").click()
+    assert page.evaluate("navigator.clipboard.readText()") == content
+    assert not page.problems, page.problems
+
+
+def test_focus_after_stop_and_the_skip_link_reaches_the_composer(browser, live_server) -> None:  # noqa: F811
+    orm(lambda: funded_wallet(make_user(EMAIL, password=PASSWORD), 2_000_000))
+    page = open_page(browser)
+    log_in(page, live_server)
+    page.goto(live_server.url + "/chat/")
+    page.get_by_label("Model").select_option("demo")
+    send_with_enter(page, "Go on [demo:tokens=300] [demo:tps=20]")
+    reply = last_reply(page)
+    page.wait_for_function(
+        "() => { const b = document.querySelector('article.msg-assistant .msg-body');"
+        " return b && b.textContent.split(' ').length > 3; }"
+    )
+    page.get_by_role("button", name="Stop").click()
+    reply.locator(".msg-meta .meta-stopped").wait_for()
+    assert focused_id(page) == "composer-input"
+
+    # The page's first link is the skip link, and it leads to the box, past the sidebar.
+    page.reload()
+    skip = page.get_by_role("link", name="Skip to the message box")
+    assert skip.evaluate("el => el === document.querySelector('a[href], button')")
+    skip.focus()
+    assert focused_id(page) != "composer-input"
+    page.keyboard.press("Enter")
+    assert focused_id(page) == "composer-input"
+    assert not page.problems, page.problems
+
+
+def test_image_button_under_auto_says_why_when_it_is_off(browser, live_server, monkeypatch, settings) -> None:  # noqa: F811
+    orm(lambda: funded_wallet(make_user(EMAIL, password=PASSWORD), 2_000_000))
+    page = open_page(browser)
+    log_in(page, live_server)
+    page.goto(live_server.url + "/chat/")
+    # With no provider key, the demo model answers both tiers, and it reads images.
+    attach = page.get_by_role("button", name="Attach image")
+    assert page.get_by_label("Model").input_value() == "auto"
+    assert attach.is_enabled()
+    assert not page.locator("#attach-help").is_visible()
+
+    # A text-only cheap tier: off, and the page says why in words.
+    monkeypatch.setenv("MISTRAL_API_KEY", "sk-test")
+    settings.AUTO_CHEAP_MODEL = "mistral-small"
+    page.reload()
+    assert attach.is_disabled()
+    help_text = page.locator("#attach-help")
+    assert help_text.is_visible()
+    assert help_text.inner_text() == (
+        "Auto can't take images: Mistral Small (cheap and flagship tiers) does not read images. "
+        "Pick a model that reads images to attach one."
+    )
+    assert attach.get_attribute("aria-describedby") == "attach-help"
+    page.get_by_label("Model").select_option("demo")
+    assert attach.is_enabled() and not help_text.is_visible()
+    assert not page.problems, page.problems
