@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from chat.usage import DayUsage, ModelUsage, usage_report
-from wallet.services import credits_to_usd
+from panels.money import credits_text, usd_text
 
 SERIES_CLASSES = 6  # s0..s5 in figures.css; more models than that reuse colours
 BAR_SLOT = 10  # viewBox units per day
@@ -24,23 +24,6 @@ BAR_WIDTH = 7
 CHART_HEIGHT = 100
 CHART_TOP = 4  # headroom above the tallest bar
 MIN_BAR = 0.8  # a day with any spend stays visible
-
-
-def usd_text(value: Decimal) -> str:
-    """$12.35 from a dollar up; below it four significant digits ($0.6397, $0.01205, $0.00045).
-
-    The exact amount is the credits shown beside it; this is its readable dollar value.
-    """
-    if abs(value) >= 1 or not value:
-        return f"${value:,.2f}"
-    rounded = round(value, 3 - value.adjusted())
-    text = f"{rounded:f}".rstrip("0")
-    whole, _, frac = text.partition(".")
-    return f"${whole}.{frac.ljust(2, '0')}"
-
-
-def credits_text(credits: int) -> str:
-    return f"{intcomma(credits)} credits ({usd_text(credits_to_usd(credits))})"
 
 
 @dataclass(frozen=True)

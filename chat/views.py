@@ -23,7 +23,7 @@ from chat.selectors import (
     get_message_for_user,
     models_catalog,
 )
-from wallet.services import credits_to_usd
+from panels.money import credits_usd_text
 
 AUTO = "auto"
 IMAGE_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp"]
@@ -54,8 +54,7 @@ def _price(value: Decimal) -> str:
 
 
 def _usd(credits: int) -> str:
-    usd = credits_to_usd(credits)
-    return f"${usd:.6f}" if usd and abs(usd) < Decimal("0.01") else f"${usd:.4f}"
+    return credits_usd_text(credits)
 
 
 def model_options(models: list[ModelSpec]) -> list[dict[str, Any]]:

@@ -148,7 +148,7 @@ def test_log_in_top_up_chat_and_find_the_reply_on_the_wallet_page(browser, live_
 
     # Top up $1 through the demo checkout.
     page.goto(live_server.url + "/wallet/topup/")
-    page.get_by_role("button", name=re.compile(r"^Buy \$1 for")).click()
+    page.get_by_role("button", name=re.compile(r"^Buy \$1\.00 for")).click()
     page.wait_for_url("**/wallet/topup/*/pay/")
     page.get_by_role("button", name="Pay $1.00 (demo)").click()
     page.wait_for_url("**/wallet/topup/*/done/")

@@ -78,7 +78,7 @@ def test_logged_in_header_shows_the_balance_and_account_links(alice_client, alic
 
     top = header(response)
     assert "3,000,000</span> credits" in top
-    assert "$1.5000" in top
+    assert "<span data-balance-usd>$1.50</span>" in top
     assert 'href="/accounts/profile/">Account</a>' in top
     assert 'href="/accounts/logout/">Log out</a>' in top
     assert "Sign up" not in top

@@ -58,7 +58,7 @@ def test_topup_five_dollars_through_the_demo_checkout(browser_page, live_server)
     page.locator("header").get_by_role("link", name="Top up").click()
     page.wait_for_url("**/wallet/topup/")
     assert "10,000,000 credits" in page.locator("#pack-5").inner_text()
-    page.get_by_role("button", name="Buy $5 for 10,000,000 credits").click()
+    page.get_by_role("button", name="Buy $5.00 for 10,000,000 credits").click()
 
     page.wait_for_url("**/wallet/topup/*/pay/")
     assert "demo — no card is charged" in page.locator("h1").inner_text()

@@ -62,10 +62,18 @@
 
   function formatInt(n) { return Number(n).toLocaleString("en-US"); }
 
-  function formatUsd(credits, digits) {
+  // The site's one money format (panels/money.py): $12.35 from a dollar up, below it
+  // four significant digits ($0.6397, $0.01205, $0.0000005).
+  function formatUsd(credits) {
     var usd = Number(credits) / config.credits_per_usd;
-    if (digits === undefined) digits = usd !== 0 && Math.abs(usd) < 0.01 ? 6 : 4;
-    return "$" + usd.toFixed(digits);
+    var sign = usd < 0 ? "-" : "";
+    usd = Math.abs(usd);
+    if (usd >= 1 || usd === 0) {
+      return sign + "$" + usd.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+    }
+    var text = usd.toFixed(3 - Math.floor(Math.log10(usd))).replace(/0+$/, "");
+    var parts = text.split(".");
+    return sign + "$" + parts[0] + "." + (parts[1] || "").padEnd(2, "0");
   }
 
   function chatUrl(conversationId) { return config.conversation_url.replace("{id}", String(conversationId)); }
@@ -177,7 +185,7 @@
     var creditsNode = header.querySelector("[data-balance-credits]");
     var usdNode = header.querySelector("[data-balance-usd]");
     if (creditsNode) creditsNode.textContent = formatInt(credits);
-    if (usdNode) usdNode.textContent = formatUsd(credits, 4);
+    if (usdNode) usdNode.textContent = formatUsd(credits);
   }
 
   /* ---------- the model dropdown ---------- */
