@@ -17,9 +17,22 @@ class ModelSpec(models.Model):
         FLAGSHIP = "flagship", "Flagship"
         OTHER = "other", "Other"
 
+    class Api(models.TextChoices):
+        OPENAI = "openai", "OpenAI"
+        ANTHROPIC = "anthropic", "Anthropic Messages"
+        GEMINI = "gemini", "Gemini (OpenAI compatibility)"
+        MISTRAL = "mistral", "Mistral"
+        OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio)"
+
     slug = models.SlugField(max_length=60, unique=True)
     name = models.CharField(max_length=100)
     provider = models.CharField(max_length=40)
+    api = models.CharField(
+        max_length=20,
+        choices=Api.choices,
+        default=Api.OPENAI_COMPATIBLE,
+        help_text="Which adapter calls it: what the API accepts and how it reports usage (docs/providers.md).",
+    )
     upstream_id = models.CharField(max_length=120)
     base_url = models.URLField(max_length=300)
     api_key_env = models.CharField(
@@ -27,6 +40,15 @@ class ModelSpec(models.Model):
     )
     input_price = models.DecimalField(max_digits=10, decimal_places=4, help_text="USD per 1M input tokens")
     output_price = models.DecimalField(max_digits=10, decimal_places=4, help_text="USD per 1M output tokens")
+    price_tiers = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Higher rates for long prompts: [{"above": 200000, "input": "6", "output": "22.5"}] (USD per 1M '
+        "tokens; a prompt of more than `above` input tokens pays that tier's rates on all its tokens).",
+    )
+    prices_source = models.CharField(
+        max_length=120, blank=True, help_text="Where the prices came from: genai-prices (version, model) or manual."
+    )
     context_window = models.PositiveIntegerField()
     max_output_tokens = models.PositiveIntegerField()
     image_input = models.BooleanField(default=False)
@@ -34,6 +56,13 @@ class ModelSpec(models.Model):
     is_demo = models.BooleanField(default=False)
     enabled = models.BooleanField(default=True)
     sort_order = models.PositiveSmallIntegerField(default=100)
+    check_problem = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Why `models check` found it unusable (not listed by the provider, key refused); "
+        'empty when the last check passed. Operators only: users see "temporarily unavailable".',
+    )
+    checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["sort_order", "name"]
@@ -57,24 +86,44 @@ class ModelSpec(models.Model):
     def available(self) -> bool:
         if self.is_demo and not settings.DEMO_ALLOWED:
             return False
-        return self.enabled and bool(self.api_key)
+        return self.enabled and bool(self.api_key) and not self.check_problem
 
     @property
-    def unavailable_reason(self) -> str:
+    def operator_reason(self) -> str:
+        """Why the model can't be used, for operators (admin, logs): may name a variable."""
         if self.is_demo and not settings.DEMO_ALLOWED:
             return "the demo model never answers in production"
         if not self.enabled:
             return "disabled by the operator"
         if not self.api_key:
-            return f"{self.api_key_env} is not set"
-        return ""
+            return f"{self.api_key_env or 'its key variable'} is not set"
+        return self.check_problem
+
+    @property
+    def unavailable_reason(self) -> str:
+        """What a user is told: never a variable name or a provider's words."""
+        return "" if self.available else "temporarily unavailable"
 
     @property
     def price_label(self) -> str:
-        return f"${self.input_price.normalize():f} in / ${self.output_price.normalize():f} out per 1M tokens"
+        label = f"${self.input_price.normalize():f} in / ${self.output_price.normalize():f} out per 1M tokens"
+        if self.price_tiers:
+            label += " (more above " + ", ".join(f"{int(t['above']):,}" for t in self.price_tiers) + " input tokens)"
+        return label
 
     def price_per_million(self) -> tuple[Decimal, Decimal]:
         return self.input_price, self.output_price
+
+    def prices_snapshot(self) -> dict:
+        """The exact prices a reply is held and charged at, stored with it."""
+        return {
+            "input": str(self.input_price),
+            "output": str(self.output_price),
+            "tiers": [
+                {"above": int(t["above"]), "input": str(t["input"]), "output": str(t["output"])}
+                for t in self.price_tiers or []
+            ],
+        }
 
 
 class Conversation(models.Model):
@@ -119,6 +168,9 @@ class Message(models.Model):
     hold = models.OneToOneField("wallet.Hold", null=True, blank=True, on_delete=models.PROTECT, related_name="message")
     context_ids = models.JSONField(default=list, blank=True, help_text="Earlier messages sent to the model, in order.")
     input_estimate = models.PositiveIntegerField(default=0)
+    prices = models.JSONField(
+        default=dict, blank=True, help_text="The model's prices when the reply was held; it is charged at these."
+    )
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
     usage_estimated = models.BooleanField(default=False)

@@ -88,7 +88,7 @@ def route_for_message(*, content: str, history: Sequence[str] = (), images: bool
     spec = _pick(candidates, decision.tier)
     note = ""
     if spec is not None and wanted is not None and spec != wanted:
-        note = f" ({wanted.name} is unavailable: {_why_not(wanted, images)})"
+        note = f" ({wanted.name} {_why_not(wanted, images)})"
     if spec is None:
         other = FLAGSHIP if decision.tier == CHEAP else CHEAP
         spec = _pick(candidates, other)
@@ -107,10 +107,10 @@ def route_for_message(*, content: str, history: Sequence[str] = (), images: bool
 
 def _why_not(spec: ModelSpec, images: bool) -> str:
     if not spec.available:
-        return spec.unavailable_reason
+        return "is temporarily unavailable"  # users never see the operator's reason
     if images and not spec.image_input:
-        return "it does not read images"
-    return "not in the catalog"
+        return "does not read images"
+    return "is not in the catalog"
 
 
 def tier_answerer(tier: str, models: Sequence[ModelSpec] | None = None) -> ModelSpec | None:

@@ -14,15 +14,16 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from chat import streams
+from chat import providers, streams
+from chat.costs import reply_cost
 from chat.errors import Conflict, InvalidMessage, ModelUnavailable, ServiceUnavailable
 from chat.models import Conversation, Message, ModelSpec
 from chat.routing import route_for_message
 from chat.selectors import messages_running
 from chat.send_keys import Remember, send_once
-from chat.tokens import REPLY_PRIMING_TOKENS, estimate_message_tokens
+from chat.tokens import REPLY_PRIMING_TOKENS, model_message_tokens
 from chat.worker import RUNNING, announce_done, message_fail
-from wallet.services import cost_in_credits, wallet_for_user, wallet_hold, wallet_void
+from wallet.services import wallet_for_user, wallet_hold, wallet_void
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,27 @@ def _resolve_model(requested: str, *, content: str, history: list[Message], imag
     if spec is None or not spec.enabled:
         raise InvalidMessage(f"There is no model called {requested!r}.", code="unknown_model")
     if not spec.available:
-        raise ModelUnavailable(f"{spec.name} is not available right now ({spec.unavailable_reason}).")
+        log.info("model unavailable", extra={"model": spec.slug, "reason": spec.operator_reason})
+        raise ModelUnavailable(f"{spec.name} is temporarily unavailable; pick another model or Auto.")
     return spec, ""
 
 
 def _message_tokens(message: Message, spec: ModelSpec) -> int:
-    images = len(message.attachments or []) if spec.image_input else 0
-    return estimate_message_tokens(message.content, images=images)
+    """The message as `spec` counts it: its provider's tokenizer (leaning high), each image by
+    the model's own formula (OpenAI's tiles, Claude's pixels / 750, Gemini's fixed count)."""
+    urls = [a["url"] for a in message.attachments or []] if spec.image_input else []
+    return model_message_tokens(spec, message.content, urls)
+
+
+def _check_image_formats(prompt: Message, spec: ModelSpec) -> None:
+    accepted = providers.capabilities(spec).image_formats
+    for attachment in prompt.attachments or []:
+        fmt = providers.image_info(attachment["url"]).format
+        if fmt and fmt not in accepted:
+            raise InvalidMessage(
+                f"{spec.name} does not take {fmt.upper()} images; send PNG, JPEG or WebP.",
+                code="image_format_not_supported",
+            )
 
 
 def _reply_create(
@@ -125,6 +140,8 @@ def _reply_create(
     """Trim the context, store a queued reply and hold its worst case; in the caller's transaction."""
     budget = spec.context_window - spec.max_output_tokens
     prompt = candidates[-1]
+    if spec.image_input:
+        _check_image_formats(prompt, spec)
     total = REPLY_PRIMING_TOKENS + _message_tokens(prompt, spec)
     if total > budget:
         raise InvalidMessage(
@@ -140,6 +157,8 @@ def _reply_create(
         chosen.append(earlier)
         total += tokens
     chosen.reverse()
+    # The reply keeps the prices it is held at: a price change never alters it.
+    prices = spec.prices_snapshot()
     reply = Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -150,13 +169,9 @@ def _reply_create(
         retry_of=retry_of,
         context_ids=[m.pk for m in chosen],
         input_estimate=total,
+        prices=prices,
     )
-    worst_case = cost_in_credits(
-        input_tokens=total,
-        output_tokens=spec.max_output_tokens,
-        input_price=spec.input_price,
-        output_price=spec.output_price,
-    )
+    worst_case = reply_cost(prices, input_tokens=total, output_tokens=spec.max_output_tokens)
     reply.hold = wallet_hold(
         account=wallet_for_user(user=user),
         amount=max(worst_case, 1),

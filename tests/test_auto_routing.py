@@ -150,9 +150,7 @@ def test_an_unavailable_tier_model_is_replaced_and_the_reason_says_so(db, openai
     settings.AUTO_CHEAP_MODEL = "gemini-flash"  # GEMINI_API_KEY is not set
     route = route_for_message(content=SENTIMENT)
     assert route.spec.slug == "gpt-4o-mini"  # the catalog's other cheap-tier model
-    assert route.reason == (
-        "Auto -> GPT-4o mini: classification or tagging (Gemini Flash is unavailable: GEMINI_API_KEY is not set)"
-    )
+    assert route.reason == ("Auto -> GPT-4o mini: classification or tagging (Gemini Flash is temporarily unavailable)")
 
 
 def test_with_only_another_providers_key_the_demo_reason_does_not_claim_no_key(db, no_keys, monkeypatch):

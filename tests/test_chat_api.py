@@ -12,7 +12,7 @@ from django.db import connection
 from chat import streams, worker
 from chat.models import Conversation, Message, ModelSpec
 from chat.router import route_decide
-from chat.tokens import REPLY_PRIMING_TOKENS, estimate_message_tokens
+from chat.tokens import REPLY_PRIMING_TOKENS, estimate_message_tokens, model_message_tokens
 from panels.celery import app as celery_app
 from panels.models import ApiKey
 from tests.e2e_servers import chat_catalog, demo_server, parse_events, read_until_end, text_of  # noqa: F401
@@ -82,7 +82,9 @@ def test_models_lists_the_catalog_with_availability(api, monkeypatch):
     models = {m["id"]: m for m in response.json()}
     assert models["demo"]["available"] is True and models["demo"]["is_demo"] is True
     assert models["gpt-4o"]["available"] is False
-    assert "OPENAI_API_KEY" in models["gpt-4o"]["unavailable_reason"]
+    # Users are told it is unavailable, never which variable the operator forgot.
+    assert models["gpt-4o"]["unavailable_reason"] == "temporarily unavailable"
+    assert "OPENAI_API_KEY" not in response.content.decode()
     assert models["gpt-4o-mini"]["input_price"] == "0.1500" and models["gpt-4o-mini"]["output_price"] == "0.6000"
     assert models["gpt-4o-mini"]["context_window"] == 128_000 and models["mistral-small"]["image_input"] is False
 
@@ -210,7 +212,8 @@ def test_images_go_only_to_models_that_take_them(api, conversation, monkeypatch)
     prompt = Message.objects.get(role="user")
     assert prompt.attachments == [{"type": "image", "url": PNG}]
     reply = Message.objects.get(role="assistant")
-    assert reply.input_estimate == REPLY_PRIMING_TOKENS + estimate_message_tokens("What is this?", images=1)
+    demo = reply.model
+    assert reply.input_estimate == REPLY_PRIMING_TOKENS + model_message_tokens(demo, "What is this?", [PNG])
 
 
 def test_a_message_too_long_for_the_model_is_refused_before_any_hold(api, conversation):

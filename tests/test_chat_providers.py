@@ -42,8 +42,10 @@ def test_max_tokens_comes_from_the_catalog(demo):
 
 
 def test_one_client_per_endpoint_and_no_sdk_retries(demo):
-    client = providers._client(demo)
-    assert providers._client(demo) is client
+    from chat.providers import openai_sdk
+
+    client = openai_sdk.client(base_url=demo.base_url, api_key=demo.api_key)
+    assert openai_sdk.client(base_url=demo.base_url, api_key=demo.api_key) is client
     assert client.max_retries == 0
     assert str(client.base_url).rstrip("/") == demo.base_url.rstrip("/")
 

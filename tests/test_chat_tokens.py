@@ -29,7 +29,11 @@ def test_a_message_adds_its_framing_and_images():
         tokens.estimate_message_tokens("abcd", images=2) == 1 + 2 * tokens.IMAGE_TOKENS + tokens.MESSAGE_OVERHEAD_TOKENS
     )
     assert tokens.estimate_prompt_tokens([("abcd", 0), ("efgh", 1)]) == (
-        tokens.REPLY_PRIMING_TOKENS + 2 * (1 + tokens.MESSAGE_OVERHEAD_TOKENS) + tokens.IMAGE_TOKENS
+        tokens.REPLY_PRIMING_TOKENS
+        + tokens.estimate_text_tokens("abcd")
+        + tokens.estimate_text_tokens("efgh")
+        + 2 * tokens.MESSAGE_OVERHEAD_TOKENS
+        + tokens.IMAGE_TOKENS
     )
 
 
@@ -45,4 +49,6 @@ def test_estimating_needs_no_network(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    assert tokens.estimate_output_tokens("Offline and fine.") == 5
+    tokens.reset_for_tests()
+    # o200k: "Offline", " and", " fine", "." (characters / 4 would say 5).
+    assert tokens.estimate_output_tokens("Offline and fine.") == 4

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 import uuid
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -235,10 +236,29 @@ def test_cancel_mid_stream_pays_for_what_was_generated(conversation):
     assert ledger_audit() == []
 
 
+@pytest.mark.money
+def test_a_price_change_while_a_reply_waits_does_not_alter_it(conversation):
+    reply = send(conversation, "[demo:tokens=5] hi")
+    held_at = dict(reply.prices)
+    assert held_at["input"] == str(reply.model.input_price) and held_at["output"] == str(reply.model.output_price)
+    # The operator raises the price while the reply waits: it is charged at the prices it was held at.
+    reply.model.__class__.objects.filter(pk=reply.model_id).update(input_price=100_000, output_price=100_000)
+    worker.message_run(message_id=reply.pk)
+    reply.refresh_from_db()
+    expected = cost_in_credits(
+        input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
+        input_price=Decimal(held_at["input"]), output_price=Decimal(held_at["output"]),
+    )  # fmt: skip
+    assert reply.status == Message.Status.DONE and reply.prices == held_at
+    assert reply.cost == expected == Hold.objects.get(pk=reply.hold_id).posted_amount
+    assert balance(conversation.user) == START - expected
+    assert ledger_audit() == []
+
+
 def test_a_cost_above_the_hold_is_capped_at_the_hold(conversation, caplog):
     reply = send(conversation, "[demo:tokens=5] hi")
-    # The operator raises the price while the reply waits: the hold no longer covers it.
-    reply.model.__class__.objects.filter(pk=reply.model_id).update(input_price=100_000, output_price=100_000)
+    # The provider counts far more than the estimate (simulated by the reply's own rates).
+    Message.objects.filter(pk=reply.pk).update(prices={"input": "100000", "output": "100000", "tiers": []})
     with caplog.at_level(logging.WARNING, logger="chat.worker"):
         worker.message_run(message_id=reply.pk)
     reply.refresh_from_db()

@@ -43,7 +43,7 @@ except NoReverseMatch:
     out["demo_pay_name"] = False
 demo = ModelSpec(slug="demo", is_demo=True, enabled=True)
 out["demo_model_available"] = demo.available
-out["demo_model_reason"] = demo.unavailable_reason
+out["demo_model_reason"] = demo.operator_reason
 print(json.dumps(out))
 """
 
