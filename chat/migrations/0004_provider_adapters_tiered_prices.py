@@ -20,7 +20,7 @@ def set_api(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chat", "0002_conversations_messages"),
+        ("chat", "0003_send_keys"),
     ]
 
     operations = [
