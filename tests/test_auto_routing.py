@@ -194,5 +194,5 @@ def test_each_auto_reply_shows_its_routed_by_line(alice_client, alice, openai_ke
         cost=10,
     )
     html = alice_client.get(f"/chat/c/{conversation.pk}/").content.decode()
-    assert '<span class="meta-route">Auto -&gt; GPT-4o mini: classification or tagging</span>' in html
+    assert '<span class="meta-route">Auto → GPT-4o mini: classification or tagging</span>' in html
     assert "Auto chose" not in html  # the line names the model once
