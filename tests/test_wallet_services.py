@@ -25,7 +25,7 @@ from wallet.services import (
     wallet_void,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.money]
 
 
 def test_new_wallet_is_empty(alice):

@@ -16,8 +16,10 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.db.models.functions import Now
 from django.utils import timezone
 
+from wallet import ledger_sql
 from wallet.errors import HoldNotPending, IdempotencyConflict, InsufficientCredits, WalletFrozen
 from wallet.models import Account, Entry, Hold, Shortfall, Takeback
 
@@ -29,6 +31,8 @@ SYSTEM_REVENUE = "usage"  # credits spent on model calls
 SYSTEM_GRANTS = "grants"  # credits given by an operator
 SYSTEM_ADJUSTMENTS = "adjustments"  # operator corrections
 SYSTEM_REFUNDS = "refunds"  # credits taken back after a refund or lost dispute
+
+EXPIRE_BATCH = 500  # holds expired per statement by the sweep
 
 _SOURCE_FOR_KIND = {
     Entry.Kind.TOPUP: SYSTEM_STRIPE,
@@ -55,8 +59,7 @@ def cost_in_credits(*, input_tokens: int, output_tokens: int, input_price: Decim
 
 
 def system_account(code: str) -> Account:
-    account, _ = Account.objects.get_or_create(kind=Account.Kind.SYSTEM, code=code)
-    return account
+    return Account.objects.get(pk=ledger_sql.system_account_id(code))
 
 
 def wallet_for_user(*, user: AbstractBaseUser) -> Account:
@@ -95,12 +98,12 @@ def _write_entry(
 ) -> Entry:
     """Insert an entry, move the locked wallet's balance and its chain head; the caller
     holds the lock and passes the wallet as read under it."""
-    system = system_account(_SOURCE_FOR_KIND[kind])
-    debit, credit = (system, user_account) if direction == "in" else (user_account, system)
+    system_id = ledger_sql.system_account_id(_SOURCE_FOR_KIND[kind])
+    debit_id, credit_id = (system_id, user_account.pk) if direction == "in" else (user_account.pk, system_id)
     entry = Entry(
         kind=kind,
-        debit_account=debit,
-        credit_account=credit,
+        debit_account_id=debit_id,
+        credit_account_id=credit_id,
         amount=amount,
         idempotency_key=idempotency_key,
         reference=reference,
@@ -268,6 +271,10 @@ def wallet_hold(
     if amount <= 0:
         raise ValueError("A hold must be a positive whole number of credits.")
     ttl = settings.HOLD_TTL_SECONDS if ttl_seconds is None else ttl_seconds
+    if ledger_sql.enabled():
+        return _hold_in_one_statement(
+            account=account, amount=amount, idempotency_key=idempotency_key, reference=reference, ttl=ttl
+        )
     try:
         with transaction.atomic():
             wallet = _lock(account.pk)
@@ -298,6 +305,27 @@ def wallet_hold(
     return hold
 
 
+def _hold_in_one_statement(*, account: Account, amount: int, idempotency_key: str, reference: str, ttl: int) -> Hold:
+    attempt = ledger_sql.hold(
+        account_id=account.pk, amount=amount, idempotency_key=idempotency_key, reference=reference, ttl_seconds=ttl
+    )
+    hold = attempt.hold
+    if hold is None:
+        # The key was used before (a repeat returns its first outcome), or the wallet is frozen.
+        hold = Hold.objects.filter(idempotency_key=idempotency_key).first()
+        if hold is None:
+            if attempt.frozen_reason:
+                raise WalletFrozen(attempt.frozen_reason)
+            raise RuntimeError(f"hold {idempotency_key!r} was neither placed nor found")
+        _check_same(hold, account_id=account.pk, amount=amount)
+        if hold.status == Hold.Status.REJECTED:
+            raise InsufficientCredits(needed=amount, available=_available_now(account.pk))
+        return hold
+    if hold.status == Hold.Status.REJECTED:
+        raise InsufficientCredits(needed=amount, available=attempt.available)
+    return hold
+
+
 def _available_now(account_id: int) -> int:
     account = Account.objects.get(pk=account_id)
     return account.available
@@ -312,9 +340,20 @@ def wallet_post(*, hold: Hold, amount: int, memo: str = "", reference: str | Non
     """
     if amount < 0:
         raise ValueError("A posted amount cannot be negative.")
+    if ledger_sql.enabled() and amount <= hold.amount:
+        posted = ledger_sql.post(
+            held=hold,
+            amount=amount,
+            revenue_id=ledger_sql.system_account_id(SYSTEM_REVENUE),
+            reference=hold.reference if reference is None else reference,
+            memo=memo[:500],
+        )
+        if posted is not None:
+            return posted
+        # Not a pending, unexpired hold: the path below says which, with the same rules.
     with transaction.atomic():
-        _lock(hold.account_id)
-        current = Hold.objects.get(pk=hold.pk)
+        current = Hold.objects.select_for_update().get(pk=hold.pk)  # hold, then wallet: one lock order
+        _lock(current.account_id)
         if current.status == Hold.Status.POSTED:
             if current.posted_amount + current.excess != amount:
                 raise IdempotencyConflict(
@@ -323,7 +362,7 @@ def wallet_post(*, hold: Hold, amount: int, memo: str = "", reference: str | Non
             return current
         if current.status != Hold.Status.PENDING:
             raise HoldNotPending(f"Hold {current.pk} is {current.status} and cannot be posted.")
-        if current.expires_at <= timezone.now():
+        if _expired(current):
             # Commit the expiry, then refuse: an expired hold can't be posted.
             _release(current, Hold.Status.EXPIRED, "expired before it was posted")
             expired = True
@@ -333,6 +372,12 @@ def wallet_post(*, hold: Hold, amount: int, memo: str = "", reference: str | Non
     if expired:
         raise HoldNotPending(f"Hold {current.pk} expired before it was posted.")
     return current
+
+
+def _expired(hold: Hold) -> bool:
+    if ledger_sql.enabled():  # the database's clock, as its one-statement path uses
+        return not Hold.objects.filter(pk=hold.pk, expires_at__gt=Now()).exists()
+    return hold.expires_at <= timezone.now()
 
 
 def _post_pending(current: Hold, *, amount: int, memo: str, reference: str | None) -> None:
@@ -381,9 +426,13 @@ def _release(hold: Hold, status: str, reason: str) -> None:
 
 def wallet_void(*, hold: Hold, reason: str = "") -> Hold:
     """Release a hold without charging. Voiding a voided or expired hold is a no-op."""
+    if ledger_sql.enabled():
+        voided = ledger_sql.void(held=hold, reason=reason[:300])
+        if voided is not None:
+            return voided
     with transaction.atomic():
-        _lock(hold.account_id)
-        current = Hold.objects.get(pk=hold.pk)
+        current = Hold.objects.select_for_update().get(pk=hold.pk)
+        _lock(current.account_id)
         if current.status in (Hold.Status.VOIDED, Hold.Status.EXPIRED, Hold.Status.REJECTED):
             return current
         if current.status == Hold.Status.POSTED:
@@ -396,12 +445,18 @@ def holds_expire(*, now: dt.datetime | None = None) -> int:
     """Void every pending hold past its time limit; returns how many expired."""
     now = now or timezone.now()
     expired = 0
+    if ledger_sql.enabled():
+        while True:  # one statement per batch of holds
+            count = ledger_sql.expire_batch(now=now, batch=EXPIRE_BATCH)
+            expired += count
+            if count < EXPIRE_BATCH:
+                return expired
     for hold_id, account_id in Hold.objects.filter(status=Hold.Status.PENDING, expires_at__lte=now).values_list(
         "pk", "account_id"
     ):
         with transaction.atomic():
+            hold = Hold.objects.select_for_update().get(pk=hold_id)
             _lock(account_id)
-            hold = Hold.objects.get(pk=hold_id)
             if hold.status == Hold.Status.PENDING and hold.expires_at <= now:
                 _release(hold, Hold.Status.EXPIRED, "not settled within its time limit")
                 expired += 1
