@@ -8,8 +8,9 @@ wallet's head and that digest) happens in the statement that moves the head.
 
 Lock order, everywhere: hold rows before account rows, accounts by id. A statement
 that finds nothing to do (a repeat, an expired or resolved hold, a post above its
-hold) returns None and the service falls back to its ORM path, which tells the cases
-apart and keeps the same rules. SQLite always takes the ORM path.
+hold, a wallet with a take-back waiting for its holds) returns None and the service
+falls back to its ORM path, which tells the cases apart and keeps the same rules.
+SQLite always takes the ORM path.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ WITH h AS (
     UPDATE wallet_hold SET status = 'posted', posted_amount = %(amount)s, excess = 0, resolved_at = now()
     WHERE id = %(hold)s AND account_id = %(account)s AND status = 'pending'
       AND expires_at > now() AND amount >= %(amount)s
+      AND NOT EXISTS (SELECT 1 FROM wallet_takeback t WHERE t.account_id = %(account)s AND t.resolved_at IS NULL)
     RETURNING id, amount, resolved_at
 ), a AS (
     UPDATE wallet_account
@@ -183,6 +185,9 @@ _VOID = """
 WITH h AS (
     UPDATE wallet_hold SET status = 'voided', reason = %(reason)s, resolved_at = now()
     WHERE id = %(hold)s AND status = 'pending'
+      AND NOT EXISTS (
+          SELECT 1 FROM wallet_takeback t WHERE t.account_id = wallet_hold.account_id AND t.resolved_at IS NULL
+      )
     RETURNING account_id, amount, resolved_at
 ), a AS (
     UPDATE wallet_account SET held = held - h.amount FROM h WHERE wallet_account.id = h.account_id

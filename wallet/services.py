@@ -450,7 +450,16 @@ def holds_expire(*, now: dt.datetime | None = None) -> int:
             count = ledger_sql.expire_batch(now=now, batch=EXPIRE_BATCH)
             expired += count
             if count < EXPIRE_BATCH:
-                return expired
+                break
+        # The batches release holds without looking at take-backs; collect what those
+        # wait for here (also what a post raced past as the take-back arrived).
+        for account_id in (
+            Takeback.objects.filter(resolved_at__isnull=True).values_list("account_id", flat=True).distinct()
+        ):
+            with transaction.atomic():
+                _lock(account_id)
+                _collect_owed(account_id)
+        return expired
     for hold_id, account_id in Hold.objects.filter(status=Hold.Status.PENDING, expires_at__lte=now).values_list(
         "pk", "account_id"
     ):

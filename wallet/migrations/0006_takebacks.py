@@ -5,35 +5,48 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('wallet', '0005_entry_immutable'),
+        ("wallet", "0005_entry_immutable"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='topup',
-            name='dispute_reviewed_at',
+            model_name="topup",
+            name="dispute_reviewed_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.CreateModel(
-            name='Takeback',
+            name="Takeback",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(help_text="The take-back's idempotency key.", max_length=200, unique=True)),
-                ('reference', models.CharField(max_length=200)),
-                ('memo', models.CharField(blank=True, max_length=300)),
-                ('amount', models.BigIntegerField(help_text='Credits deferred when the refund arrived.')),
-                ('remaining', models.BigIntegerField(help_text='Credits still to take back.')),
-                ('parts', models.PositiveIntegerField(default=0, help_text='Entries taken so far.')),
-                ('shortfall', models.BigIntegerField(default=0, help_text='What was spent after all, recorded as a shortfall.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='takebacks', to='wallet.account')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("key", models.CharField(help_text="The take-back's idempotency key.", max_length=200, unique=True)),
+                ("reference", models.CharField(max_length=200)),
+                ("memo", models.CharField(blank=True, max_length=300)),
+                ("amount", models.BigIntegerField(help_text="Credits deferred when the refund arrived.")),
+                ("remaining", models.BigIntegerField(help_text="Credits still to take back.")),
+                ("parts", models.PositiveIntegerField(default=0, help_text="Entries taken so far.")),
+                (
+                    "shortfall",
+                    models.BigIntegerField(default=0, help_text="What was spent after all, recorded as a shortfall."),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="takebacks", to="wallet.account"
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['account', 'resolved_at'], name='wallet_take_account_d60022_idx')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='takeback_amount_positive'), models.CheckConstraint(condition=models.Q(('remaining__gte', 0), ('remaining__lte', models.F('amount'))), name='takeback_remaining_within_amount')],
+                "indexes": [models.Index(fields=["account", "resolved_at"], name="wallet_take_account_d60022_idx")],
+                "constraints": [
+                    models.CheckConstraint(condition=models.Q(("amount__gt", 0)), name="takeback_amount_positive"),
+                    models.CheckConstraint(
+                        condition=models.Q(("remaining__gte", 0), ("remaining__lte", models.F("amount"))),
+                        name="takeback_remaining_within_amount",
+                    ),
+                ],
             },
         ),
     ]

@@ -13,7 +13,7 @@ def seed(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("wallet", "0005_entry_immutable"),
+        ("wallet", "0006_takebacks"),
     ]
 
     operations = [migrations.RunPython(seed, migrations.RunPython.noop)]
