@@ -119,3 +119,22 @@ def test_with_stripe_returns_the_checkout_session_url(alice_api: APIClient) -> N
             assert down.json()["error"]["code"] == "payment_provider_unavailable"
     finally:
         fake.stop()
+
+
+@pytest.mark.parametrize(("amount", "cents"), [("9,99", 999), ("2,50", 250), ("1,000.00", 100_000), (9.99, 999)])
+def test_a_decimal_comma_is_read_as_a_decimal_point_never_multiplied(alice_api: APIClient, amount, cents) -> None:
+    response = alice_api.post(URL, {"amount_usd": amount}, format="json")
+
+    assert response.status_code == 201
+    assert Topup.objects.get().amount_cents == cents
+
+
+@pytest.mark.parametrize("amount", ["1,000", "1.000", "5,001"])
+def test_a_separator_that_reads_two_ways_is_refused(alice_api: APIClient, amount: str) -> None:
+    response = alice_api.post(URL, {"amount_usd": amount}, format="json")
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_amount"
+    assert error["message"].startswith(f"We can't tell whether {amount} means thousands or a decimal part.")
+    assert not Topup.objects.exists()

@@ -53,12 +53,21 @@ def test_topup_page_shows_packs_with_their_credits_and_the_demo_label(alice_clie
     assert '<label for="id_amount_usd">' in html
 
 
+AMBIGUOUS_HELP = "Write the amount without a thousands separator, for example 1000 or 12.50."
+
+
 @pytest.mark.parametrize(
     ("typed", "message"),
     [
         ("0.99", "The smallest top-up is $1.00."),
         ("1000.01", "The largest top-up is $1,000.00."),
-        ("5.001", "Use whole cents: at most two digits after the decimal point."),
+        ("1.0001", "Use whole cents: at most two digits after the decimal point."),
+        # A lone separator with three digits after it reads two ways: refused, not guessed.
+        ("5.001", "We can&#x27;t tell whether 5.001 means thousands or a decimal part. " + AMBIGUOUS_HELP),
+        ("$1,000", "We can&#x27;t tell whether 1,000 means thousands or a decimal part. " + AMBIGUOUS_HELP),
+        ("1.000", "We can&#x27;t tell whether 1.000 means thousands or a decimal part. " + AMBIGUOUS_HELP),
+        ("1 000", "Enter the amount as a number of US dollars, for example 10 or 12.50."),
+        ("1,2,3", "Enter the amount as a number of US dollars, for example 10 or 12.50."),
         ("abc", "Enter the amount as a number of US dollars, for example 10 or 12.50."),
         ("-5", "The smallest top-up is $1.00."),
         ("0", "The smallest top-up is $1.00."),
@@ -78,7 +87,22 @@ def test_custom_amounts_outside_the_rules_are_refused_next_to_the_field(
     assert not Topup.objects.exists()
 
 
-@pytest.mark.parametrize(("typed", "cents"), [("1", 100), ("12.50", 1250), ("$1,000", 100_000), ("999.99", 99_999)])
+@pytest.mark.parametrize(
+    ("typed", "cents"),
+    [
+        ("1", 100),
+        ("12.50", 1250),
+        ("999.99", 99_999),
+        # A decimal comma is a decimal point, never a thousands separator to strip.
+        ("2,50", 250),
+        ("9,99", 999),
+        ("2,5", 250),
+        # Grouped thousands, when the grouping shows which convention it is.
+        ("$1,000.00", 100_000),
+        ("1.000,00", 100_000),
+        ("$ 7 ", 700),
+    ],
+)
 def test_custom_amounts_within_the_rules_start_a_topup(alice_client: Client, alice, typed: str, cents: int) -> None:
     response = alice_client.post("/wallet/topup/", {"amount_usd": typed})
 

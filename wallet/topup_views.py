@@ -67,7 +67,7 @@ class TopupForm(forms.Form):
         label="Custom amount (USD)",
         max_length=20,
         error_messages={"required": "Enter an amount in US dollars, for example 10 or 12.50."},
-        help_text="From $1 to $1,000, in whole cents.",
+        help_text="From $1 to $1,000, in whole cents. A decimal comma works too: 2,50 is $2.50.",
         widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off", "placeholder": "12.50"}),
     )
 
@@ -217,8 +217,13 @@ class TopupCreateApi(APIView):
             raise ApiError(code="topups_unavailable", message=closed, status_code=503)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        raw = request.data.get("amount_usd")
+        # A JSON number is taken as the number it is; text is read as typed (decimal comma...).
+        typed = (
+            raw if isinstance(raw, (int, float)) and not isinstance(raw, bool) else data.validated_data["amount_usd"]
+        )
         try:
-            cents = topup_amount_cents(data.validated_data["amount_usd"])
+            cents = topup_amount_cents(typed)
         except TopupAmountInvalid as exc:
             raise ApiError(code="invalid_amount", message=str(exc), extra={"field": "amount_usd"})
         try:

@@ -10,6 +10,7 @@ the facts in.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -71,17 +72,59 @@ def demo_checkout_enabled() -> bool:
     return settings.DEMO_ALLOWED and settings.TOPUPS_ENABLED and not stripe_client.stripe_enabled()
 
 
+_NUMBER_HELP = "Enter the amount as a number of US dollars, for example 10 or 12.50."
+# One separator followed by exactly three digits: "1,000" is a thousand dollars to some
+# and one dollar to others (decimal comma), "1.000" the other way round. Refused.
+_AMBIGUOUS = re.compile(r"[+-]?[1-9]\d*[.,]\d{3}")
+_AMOUNT_FORMS = (
+    (re.compile(r"[+-]?\d+(?:\.\d+)?"), None),  # 12, 12.5, 12.50 (0.001: whole cents, below)
+    (re.compile(r"[+-]?\d+,\d{1,2}"), ","),  # 2,50 9,99 2,5: a decimal comma
+    (re.compile(r"[+-]?\d{1,3}(?:,\d{3})+\.\d{1,2}|[+-]?\d{1,3}(?:,\d{3}){2,}"), "us"),  # 1,000.50
+    (re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+,\d{1,2}|[+-]?\d{1,3}(?:\.\d{3}){2,}"), "eu"),  # 1.000,50
+)
+
+
+def _amount_text(value: object) -> str:
+    """A typed amount as plain decimal text ("2,50" -> "2.50"); never multiplies.
+
+    A decimal comma is read as one ("2,50" is $2.50) and grouped thousands are read in
+    either convention when the grouping shows which it is ("1,000.50", "1.000,50"); a
+    lone separator with three digits after it ("1,000", "1.000") could be either, and
+    is refused rather than guessed.
+    """
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return str(value)  # a JSON number: no separators to read
+    text = str(value if value is not None else "").strip().removeprefix("$").strip()
+    if not text:
+        return ""
+    if _AMBIGUOUS.fullmatch(text):
+        raise TopupAmountInvalid(
+            f"We can't tell whether {text} means thousands or a decimal part. "
+            "Write the amount without a thousands separator, for example 1000 or 12.50."
+        )
+    for pattern, convention in _AMOUNT_FORMS:
+        if pattern.fullmatch(text):
+            if convention == ",":
+                return text.replace(",", ".")
+            if convention == "us":
+                return text.replace(",", "")
+            if convention == "eu":
+                return text.replace(".", "").replace(",", ".")
+            return text
+    raise TopupAmountInvalid(_NUMBER_HELP)
+
+
 def topup_amount_cents(value: object) -> int:
-    """Whole cents from a dollar amount as typed ("5", "12.50", "$1,000"); clear errors otherwise."""
-    text = str(value if value is not None else "").strip().replace(",", "").removeprefix("$").strip()
+    """Whole cents from a dollar amount as typed ("5", "12.50", "2,50", "$1,000.00"); clear errors otherwise."""
+    text = _amount_text(value)
     if not text:
         raise TopupAmountInvalid("Enter an amount in US dollars, for example 10 or 12.50.")
     try:
         amount = Decimal(text)
     except InvalidOperation:
-        raise TopupAmountInvalid("Enter the amount as a number of US dollars, for example 10 or 12.50.")
+        raise TopupAmountInvalid(_NUMBER_HELP)
     if not amount.is_finite():
-        raise TopupAmountInvalid("Enter the amount as a number of US dollars, for example 10 or 12.50.")
+        raise TopupAmountInvalid(_NUMBER_HELP)
     low, high = settings.TOPUP_MIN_CENTS, settings.TOPUP_MAX_CENTS
     # The range is checked before any arithmetic: 100 x "1e999999999" overflows Decimal.
     if amount < Decimal(low) / 100:
