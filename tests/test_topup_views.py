@@ -146,9 +146,16 @@ def test_another_users_topup_is_a_404(alice_client: Client, bob) -> None:
     assert entry_count() == 0
 
 
-def test_cancel_returns_to_the_topup_page_with_a_message(alice_client: Client) -> None:
-    response = alice_client.get("/wallet/topup/?cancelled=3")
-    assert b"Top-up cancelled: nothing was charged." in response.content
+def test_cancel_of_no_topup_of_yours_changes_nothing(alice_client: Client, bob) -> None:
+    bob_client = Client()
+    bob_client.force_login(bob)
+    bob_client.post("/wallet/topup/", {"amount_usd": "5"})
+    topup = Topup.objects.get()
+
+    response = alice_client.get(f"/wallet/topup/?cancelled={topup.pk}")
+
+    assert response.status_code == 200 and b"topup-cancelled" not in response.content
+    assert Topup.objects.get().status == Topup.Status.CREATED
 
 
 def test_starting_topups_is_rate_limited(alice_client: Client, monkeypatch) -> None:

@@ -238,6 +238,7 @@ class Topup(models.Model):
         PAID = "paid", "Paid"
         FAILED = "failed", "Failed"
         EXPIRED = "expired", "Expired (not paid)"
+        CANCELLED = "cancelled", "Cancelled (not paid)"
         REFUNDED = "refunded", "Refunded"
         PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
         DISPUTED = "disputed", "Disputed"

@@ -144,6 +144,22 @@ def checkout_session_retrieve(*, session_id: str) -> CheckoutSession:
     return CheckoutSession.from_dict(_plain(session))
 
 
+def checkout_session_expire(*, session_id: str, idempotency_key: str) -> CheckoutSession:
+    """Close an open Checkout Session so it can no longer be paid.
+
+    Stripe expires only an `open` session and answers anything else (complete, already
+    expired) with an error (https://docs.stripe.com/api/checkout/sessions/expire): the
+    session as it then stands is returned, so the caller sees whether it was paid.
+    """
+    try:
+        session = _client().v1.checkout.sessions.expire(session_id, options={"idempotency_key": idempotency_key})
+    except stripe.InvalidRequestError:
+        return checkout_session_retrieve(session_id=session_id)
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(str(exc)) from exc
+    return CheckoutSession.from_dict(_plain(session))
+
+
 def checkout_sessions_since(*, created_gte: int) -> Iterator[CheckoutSession]:
     """Every Checkout Session created at or after `created_gte` (a Unix time), newest first."""
     try:

@@ -31,9 +31,11 @@ from wallet.topups import (
     TopupWalletFrozen,
     demo_checkout_enabled,
     topup_amount_cents,
+    topup_cancel,
     topup_create,
     topup_demo_pay,
     topup_fetch_receipt,
+    topups_expire_stale,
     topups_unavailable_reason,
 )
 
@@ -113,6 +115,15 @@ def topup(request: HttpRequest) -> HttpResponse:
                 return HttpResponseRedirect(created.checkout_url)
     elif request.method == "POST":
         status = 400
+    cancelled = None
+    if request.method == "GET" and request.GET.get("cancelled", "").isdigit():
+        # Back from checkout without paying (Stripe's cancel_url, the demo's Cancel).
+        cancelled = Topup.objects.filter(pk=int(request.GET["cancelled"]), user=request.user).first()
+        if cancelled is not None:
+            try:
+                cancelled = topup_cancel(topup=cancelled)
+            except stripe_client.StripeUnavailable:
+                log.warning("could not expire a cancelled checkout", extra={"topup_id": cancelled.pk})
     return render(
         request,
         "wallet/topup.html",
@@ -121,7 +132,7 @@ def topup(request: HttpRequest) -> HttpResponse:
             "packs": _packs(),
             "error": error,
             "closed": closed,
-            "cancelled": request.GET.get("cancelled", "").isdigit(),
+            "cancelled": cancelled,
             "summary": wallet_summary(user=request.user),
             "stripe_enabled": stripe_client.stripe_enabled(),
             "demo_checkout": demo_checkout_enabled(),
@@ -138,7 +149,10 @@ def topup_demo_checkout(request: HttpRequest, topup_id: int) -> HttpResponse:
     item = _topup_for_user(request, topup_id)
     if item.provider != Topup.Provider.DEMO or not demo_checkout_enabled():
         raise Http404("No demo checkout for this top-up.")
-    if item.credited_at is not None:
+    topups_expire_stale(user=request.user)
+    item.refresh_from_db()
+    if item.credited_at is not None or item.status != Topup.Status.CREATED:
+        # Paid, or cancelled or expired: like an expired Stripe session, it can't be paid.
         return redirect("topup_done", topup_id=item.pk)
     if request.method == "POST":
         try:
@@ -156,6 +170,7 @@ def topup_done(request: HttpRequest, topup_id: int) -> HttpResponse:
 
     The webhook does the same; whichever comes first credits the wallet, once.
     """
+    topups_expire_stale(user=request.user)
     item = _topup_for_user(request, topup_id)
     problem = ""
     if item.provider == Topup.Provider.STRIPE and item.credited_at is None and item.checkout_session_id:

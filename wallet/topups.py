@@ -9,6 +9,7 @@ the facts in.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 from dataclasses import dataclass
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 
 PACKS_USD = (1, 5, 20)
 DEMO_SESSION_PREFIX = "demo_"
+# A Checkout Session expires 24 hours after it was created unless told otherwise
+# (https://docs.stripe.com/api/checkout/sessions/create, `expires_at`); the demo checkout
+# keeps the same rule.
+CHECKOUT_LIFETIME = dt.timedelta(hours=24)
 
 
 class TopupAmountInvalid(ValueError):
@@ -278,7 +283,13 @@ def topup_fulfil(
             memo=f"Top-up ${topup.amount_usd}",
         )
         topup.credited_at = timezone.now()
-        if topup.status in (Topup.Status.CREATED, Topup.Status.PENDING, Topup.Status.FAILED, Topup.Status.EXPIRED):
+        if topup.status in (
+            Topup.Status.CREATED,
+            Topup.Status.PENDING,
+            Topup.Status.FAILED,
+            Topup.Status.EXPIRED,
+            Topup.Status.CANCELLED,
+        ):
             topup.status = Topup.Status.PAID
         topup.save(update_fields=["credited_at", "status", "updated_at"])
     log.info("top-up credited", extra={"topup_id": topup.pk, "credits": topup.credits, "session": session_id})
@@ -326,6 +337,41 @@ def topup_mark_failed(*, session_id: str, expired: bool = False) -> Topup | None
     if updated:
         log.info("top-up not paid", extra={"topup_id": topup.pk if topup else None, "status": status})
     return topup
+
+
+def topup_cancel(*, topup: Topup) -> Topup:
+    """The buyer came back from checkout without paying: close the checkout, so it can't
+    be paid later, and mark the top-up cancelled. A session that was paid after all is
+    credited instead. Call it with no transaction open (it may call Stripe)."""
+    if topup.status != Topup.Status.CREATED or topup.credited_at is not None:
+        return topup
+    if topup.provider == Topup.Provider.STRIPE and topup.checkout_session_id:
+        session = stripe_client.checkout_session_expire(
+            session_id=topup.checkout_session_id,
+            idempotency_key=_idempotency_key(topup).removesuffix("-checkout") + "-expire",
+        )
+        if session.status == "complete":
+            topup_fulfil_session(session=session)
+            topup.refresh_from_db()
+            return topup
+    # Compare-and-swap: a payment that lands meanwhile keeps its status.
+    Topup.objects.filter(pk=topup.pk, status=Topup.Status.CREATED, credited_at__isnull=True).update(
+        status=Topup.Status.CANCELLED, updated_at=timezone.now()
+    )
+    topup.refresh_from_db()
+    return topup
+
+
+def topups_expire_stale(*, user: AbstractBaseUser) -> int:
+    """Mark the user's checkouts past their 24 hours expired (Stripe's own
+    `checkout.session.expired` event does the same when it arrives). A payment that
+    Stripe still reports later is credited all the same (`topup_fulfil`)."""
+    return Topup.objects.filter(
+        user=user,
+        status=Topup.Status.CREATED,
+        credited_at__isnull=True,
+        created_at__lt=timezone.now() - CHECKOUT_LIFETIME,
+    ).update(status=Topup.Status.EXPIRED, updated_at=timezone.now())
 
 
 def topup_link_payment(

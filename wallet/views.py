@@ -11,6 +11,7 @@ from django.urls import NoReverseMatch, reverse
 from wallet.models import Entry
 from wallet.selectors import entries_for_user, topups_for_user, wallet_summary
 from wallet.services import credits_to_usd
+from wallet.topups import topups_expire_stale
 
 
 def entry_link(entry: Entry) -> str:
@@ -29,6 +30,7 @@ def entry_link(entry: Entry) -> str:
 @login_required
 def wallet(request: HttpRequest) -> HttpResponse:
     account = request.user.wallet if hasattr(request.user, "wallet") else None
+    topups_expire_stale(user=request.user)
     page = Paginator(entries_for_user(user=request.user), 25).get_page(request.GET.get("page"))
     rows = [
         {

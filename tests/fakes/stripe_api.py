@@ -110,6 +110,10 @@ class FakeStripe:
         """The buyer paid: the session completes, with a PaymentIntent and a Charge behind it."""
         with self.lock:
             session = self.sessions[session_id]
+            # "After it expires, a customer can't complete a Checkout Session"
+            # (https://docs.stripe.com/api/checkout/sessions/expire).
+            # (A complete but unpaid session is a delayed payment method clearing later.)
+            assert session["status"] != "expired", "an expired Checkout Session can't be paid"
             intent_id = session.get("payment_intent") or new_id("pi")
             charge_id = new_id("ch")
             metadata = dict(session.get("_payment_metadata") or {})
@@ -197,6 +201,9 @@ class FakeStripe:
             if session is None:
                 return _missing("checkout session", m.group(1))
             return 200, self._public(session)
+        m = re.fullmatch(r"/v1/checkout/sessions/([^/]+)/expire", path)
+        if method == "POST" and m:
+            return self._session_expire(m.group(1))
         m = re.fullmatch(r"/v1/payment_intents/([^/]+)", path)
         if method == "GET" and m:
             intent = self.payment_intents.get(m.group(1))
@@ -253,6 +260,20 @@ class FakeStripe:
             "_payment_metadata": (form.get("payment_intent_data") or {}).get("metadata") or {},
         }
         self.sessions[session_id] = session
+        return 200, self._public(session)
+
+    def _session_expire(self, session_id: str) -> tuple[int, dict]:
+        """https://docs.stripe.com/api/checkout/sessions/expire: "A Checkout Session can be
+        expired when it is in one of these statuses: open"; otherwise an error."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return _missing("checkout session", session_id)
+        if session["status"] != "open":
+            return 400, _error(
+                "invalid_request_error",
+                f"This Checkout Session is {session['status']}: only an open session can be expired.",
+            )
+        session["status"] = "expired"
         return 200, self._public(session)
 
     def _session_list(self, query: dict[str, Any]) -> tuple[int, dict]:
