@@ -22,6 +22,13 @@ class ModelUnavailable(ChatError):
     code = "model_unavailable"
 
 
+class Gone(ChatError):
+    """The conversation was deleted while this request was on its way: as if it never existed."""
+
+    status = 404
+    code = "not_found"
+
+
 class Conflict(ChatError):
     status = 409
     code = "conflict"

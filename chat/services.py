@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from chat import providers, streams
 from chat.costs import reply_cost
-from chat.errors import Conflict, InvalidMessage, ModelUnavailable, ServiceUnavailable
+from chat.errors import Conflict, Gone, InvalidMessage, ModelUnavailable, ServiceUnavailable
 from chat.models import Conversation, Message, ModelSpec
 from chat.routing import route_for_message
 from chat.selectors import messages_running
@@ -40,16 +40,27 @@ def conversation_create(*, user: AbstractBaseUser, title: str = "") -> Conversat
     return Conversation.objects.create(user=user, title=title.strip()[:200])
 
 
+def _lock_conversation(pk: int) -> Conversation:
+    """The conversation's row, locked for this transaction. One deleted by a concurrent
+    request is a 404 (Gone), not a 500 from a missing row or a foreign key."""
+    locked = Conversation.objects.select_for_update().filter(pk=pk).first()
+    if locked is None:
+        raise Gone("This conversation no longer exists; it was deleted.")
+    return locked
+
+
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
-    conversation.title = title.strip()[:200]
-    conversation.save(update_fields=["title", "updated_at"])
-    return conversation
+    with transaction.atomic():
+        locked = _lock_conversation(conversation.pk)
+        locked.title = title.strip()[:200]
+        locked.save(update_fields=["title", "updated_at"])
+    return locked
 
 
 def conversation_delete(*, conversation: Conversation) -> None:
     """Deleting a conversation whose reply is still running would leave its hold to the sweep."""
     with transaction.atomic():
-        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        locked = _lock_conversation(conversation.pk)
         if messages_running(conversation=locked):
             raise Conflict(
                 "A reply in this conversation is still running; stop it or wait for it to finish, then delete.",
@@ -257,7 +268,7 @@ def _send(
 ) -> Message:
     with transaction.atomic():
         # Sends in one conversation take turns, so each builds its context in order.
-        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        locked = _lock_conversation(conversation.pk)
         history = _history(locked)
         spec, routed_by = _resolve_model(model, content=content, history=history, images=bool(images))
         if images and not spec.image_input:
@@ -299,7 +310,7 @@ def _retry(*, user: AbstractBaseUser, message: Message, remember: Remember) -> M
     if message.role != Message.Role.ASSISTANT or message.status != Message.Status.FAILED:
         raise Conflict("Only a failed reply can be retried.", code="not_retryable")
     with transaction.atomic():
-        locked = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+        locked = _lock_conversation(message.conversation_id)
         latest = locked.messages.order_by("-id").first()
         if latest is None or latest.pk != message.pk:
             raise Conflict("Only the latest reply of a conversation can be retried.", code="not_retryable")

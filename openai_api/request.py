@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openai_api.errors import OpenAIError
+from panels.parsers import contains_nul
 
 MAX_STOP_SEQUENCES = 4  # OpenAI: "Up to 4 sequences"
 MAX_IMAGES = 8
@@ -176,8 +177,11 @@ def body_hash(raw: bytes | dict) -> str:
 def parse(raw: bytes) -> CompletionRequest:
     try:
         body = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise _bad("We could not parse the JSON body of your request.", code="invalid_json") from None
+    if contains_nul(body):
+        # PostgreSQL's text and jsonb can't store U+0000: refused here, not as a 500 later.
+        raise _bad("Text in the request may not contain NUL (\\u0000) characters.", code="invalid_json")
     if not isinstance(body, dict):
         raise _bad("The request body must be a JSON object.", code="invalid_json")
     for name, defaults in UNSUPPORTED.items():

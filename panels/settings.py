@@ -243,6 +243,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "panels.schema.PanelsAutoSchema",
     "EXCEPTION_HANDLER": "panels.api_errors.exception_handler",
+    # JSON (deep nesting and NUL characters refused as 400), forms for the browser.
+    "DEFAULT_PARSER_CLASSES": [
+        "panels.parsers.JSONParser",
+        "panels.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_RATES": {

@@ -27,11 +27,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=200 if ok else 503)
 
 
-def _account_page(request: HttpRequest, *, new_key: str | None = None) -> HttpResponse:
+def _account_page(
+    request: HttpRequest, *, new_key: str | None = None, key_error: str = "", status: int = 200
+) -> HttpResponse:
     return render(
         request,
         "account/profile.html",
-        {"api_keys": request.user.api_keys.all(), "new_key": new_key},
+        {"api_keys": request.user.api_keys.all(), "new_key": new_key, "key_error": key_error},
+        status=status,
     )
 
 
@@ -45,6 +48,9 @@ def account(request: HttpRequest) -> HttpResponse:
 @never_cache
 def apikey_create(request: HttpRequest) -> HttpResponse:
     name = request.POST.get("name", "").strip()[:100]
+    if "\x00" in name:
+        # PostgreSQL can't store NUL in text: refused here rather than a 500 at the insert.
+        return _account_page(request, key_error="A key name may not contain a NUL character.", status=400)
     _, secret = ApiKey.issue(user=request.user, name=name)
     # The key goes straight into this one response and nowhere else: parking it in
     # the session for a redirect would write it to the session table.
