@@ -12,7 +12,8 @@ from chat.pricing_views import DEFAULTS, reference_rows
 from chat.selectors import models_catalog
 from panels.health import health_report
 from panels.models import ApiKey
-from panels.services import user_delete
+from panels.services import AccountBusy, user_delete
+from wallet.selectors import wallet_summary
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -66,16 +67,28 @@ def apikey_revoke(request: HttpRequest, prefix: str) -> HttpResponse:
     return redirect("account_profile")
 
 
+def _delete_page(request: HttpRequest, *, error: str = "", status: int = 200) -> HttpResponse:
+    return render(
+        request,
+        "account/delete.html",
+        {"error": error, "summary": wallet_summary(user=request.user)},
+        status=status,
+    )
+
+
 @login_required
+@never_cache
 def account_delete(request: HttpRequest) -> HttpResponse:
-    if request.method == "POST":
-        if request.POST.get("confirm", "").strip().lower() != request.user.email.lower():
-            return render(
-                request, "account/delete.html", {"error": "Type your email address exactly to confirm."}, status=400
-            )
-        user = request.user
-        logout(request)
+    """Erase the account's chat content and close it, after the password is confirmed."""
+    if request.method != "POST":
+        return _delete_page(request)
+    if not request.user.check_password(request.POST.get("password", "")):
+        return _delete_page(request, error="That is not your password. Nothing was deleted.", status=400)
+    user = request.user
+    try:
         user_delete(user=user)
-        messages.success(request, "Your account has been deleted.")
-        return redirect("home")
-    return render(request, "account/delete.html")
+    except AccountBusy as exc:
+        return _delete_page(request, error=str(exc), status=409)
+    logout(request)
+    messages.success(request, "Your account has been deleted, and your conversations with it.")
+    return redirect("home")

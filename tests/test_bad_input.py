@@ -503,7 +503,7 @@ def test_a_key_authenticated_write_needs_no_csrf(alice, chat_catalog):  # noqa: 
         ("/wallet/topup/{topup}/pay/", {}),
         ("/accounts/profile/keys/", {"name": "x"}),
         ("/accounts/profile/keys/{key}/revoke/", {}),
-        ("/accounts/profile/delete/", {"confirm": "alice@example.com"}),
+        ("/accounts/profile/delete/", {"password": "correct horse battery staple"}),
         ("/accounts/logout/", {}),
     ],
 )
@@ -563,7 +563,7 @@ def test_an_expired_session_cannot_submit_page_forms(alice):
     for url, data in [
         ("/wallet/topup/", {"amount_usd": "5"}),
         ("/accounts/profile/keys/", {"name": "late"}),
-        ("/accounts/profile/delete/", {"confirm": "alice@example.com"}),
+        ("/accounts/profile/delete/", {"password": "correct horse battery staple"}),
     ]:
         response = client.post(url, data)
         assert response.status_code == 302, url
