@@ -35,7 +35,7 @@ SECRET = "alice-private-7c1e"
 
 @dataclass(frozen=True)
 class Access:
-    kind: str  # "page": login redirect when anonymous; "api": 401 JSON
+    kind: str  # "page": login redirect when anonymous; "api": 401 JSON; "openai": 401 in OpenAI's error shape
     methods: tuple[str, ...] = ()  # pages: the methods the view answers; APIs: read from the view
     owns: str | None = None  # the URL's id names one of the user's objects
 
@@ -69,6 +69,9 @@ ACCESS: dict[str, Access] = {
     "api_message_cancel": Access("api", owns="message"),
     "api_message_retry": Access("api", owns="message"),
     "api_route": Access("api"),
+    # the OpenAI-compatible API: a Panels key only
+    "v1_chat_completions": Access("openai", ("post",)),
+    "v1_models": Access("openai", ("get",)),
 }
 
 # Public on purpose, each for a reason; `test_public_urls_answer_anonymous_visitors` checks them.
@@ -77,6 +80,7 @@ PUBLIC = {
     "pricing": "the price list and calculator",
     "healthz": "load balancers probe it without credentials",
     "api_schema": "the OpenAPI description of the API",
+    "api_docs": "the API's reference pages, drawn from the public schema",
     "api_stripe_webhook": "Stripe calls it; a signature, not a login, authenticates it",
 }
 # Whole modules and namespaces that bring their own access rules.
@@ -280,6 +284,32 @@ def test_a_revoked_or_unknown_key_is_401_on_every_api_url(api_client, owned, nam
     assert state() == before
 
 
+@pytest.mark.parametrize(("name", "method"), cases("openai"))
+def test_openai_api_needs_a_key_not_a_session(client, alice, owned, name, method):
+    """Anonymous, a browser session, an unknown key and a revoked key are all 401, in OpenAI's shape."""
+    url = reverse(name)
+    owned.apikey.revoke()
+    before = state()
+    session = Client()
+    session.force_login(alice)
+    attempts = [
+        (client, {}),
+        (session, {}),
+        (client, {"HTTP_AUTHORIZATION": "Bearer pnl_unknown_key"}),
+        (client, {"HTTP_AUTHORIZATION": f"Bearer {owned.apikey.prefix}not-the-secret"}),
+    ]
+    for who, headers in attempts:
+        if method == "get":
+            response = who.get(url, **headers)
+        else:
+            body = json.dumps({"model": "demo", "messages": [{"role": "user", "content": "hi"}]})
+            response = who.post(url, body, content_type="application/json", **headers)
+        assert response.status_code == 401, (url, headers, response.status_code)
+        error = json.loads(response.content)["error"]
+        assert set(error) >= {"message", "type", "code", "param"}, error
+    assert state() == before
+
+
 # --- another user ----------------------------------------------------------------------------------
 
 
@@ -350,6 +380,8 @@ def own_lists() -> list[str]:
     """URLs with no id that show the user's own things: Bob's must hold nothing of Alice's."""
     names = []
     for name, access in ACCESS.items():
+        if access.kind == "openai":
+            continue  # no session reaches it; its lists are checked in tests/test_v1_*.py
         if access.owns is None and "get" in (api_methods(name) if access.kind == "api" else access.methods):
             names.append(name)
     return names
