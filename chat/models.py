@@ -222,3 +222,28 @@ class SendKey(models.Model):
 
     def __str__(self) -> str:
         return f"send key {self.key!r} ({self.status_code})"
+
+
+class DeletedReplyUsage(models.Model):
+    """What a billed reply used and cost, kept when its conversation is deleted.
+
+    The wallet's ledger keeps every charge whatever is deleted; this keeps the usage page
+    (tokens and spend by model and day) agreeing with it. Written in the transaction that
+    deletes the conversation, so each reply is counted once: live, or here.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    model = models.ForeignKey(ModelSpec, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    requested_model = models.CharField(max_length=60, blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cost = models.BigIntegerField()
+    created_at = models.DateTimeField(help_text="When the reply was sent.")
+    message_id = models.BigIntegerField(unique=True, help_text="The deleted reply's id.")
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "created_at"])]
+        constraints = [models.CheckConstraint(condition=Q(cost__gte=0), name="deleted_reply_cost_non_negative")]
+
+    def __str__(self) -> str:
+        return f"usage of deleted reply {self.message_id}"

@@ -22,6 +22,7 @@ from chat.routing import route_for_message
 from chat.selectors import messages_running
 from chat.send_keys import Remember, send_once
 from chat.tokens import REPLY_PRIMING_TOKENS, model_message_tokens
+from chat.usage_records import usage_keep_for_deletion
 from chat.worker import RUNNING, announce_done, message_fail
 from wallet.services import wallet_for_user, wallet_hold, wallet_void
 
@@ -66,6 +67,8 @@ def conversation_delete(*, conversation: Conversation) -> None:
                 "A reply in this conversation is still running; stop it or wait for it to finish, then delete.",
                 code="reply_in_progress",
             )
+        # The usage page keeps counting what these replies cost, as the ledger does.
+        usage_keep_for_deletion(conversation=locked)
         locked.delete()
 
 

@@ -3,8 +3,8 @@ what Auto saved against sending the same tokens to the flagship.
 
 Counted: a user's replies that were billed (done or cancelled) in the last `days`
 days, by the day they were sent (UTC), chat replies and calls to the OpenAI-compatible
-API (/v1) alike. Replies in deleted conversations are gone from here; the wallet's
-ledger keeps every charge.
+API (/v1) alike. Replies in deleted conversations still count (chat/usage_records.py),
+as the wallet's ledger keeps every charge.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from django.utils import timezone
 from chat.models import Message, ModelSpec
 from chat.router import CHEAP, FLAGSHIP
 from chat.routing import tier_model, tier_of
+from chat.usage_records import deleted_reply_usage
 from openai_api.models import ApiCall
 from wallet.services import cost_in_credits, credits_to_usd
 
@@ -158,6 +159,7 @@ def usage_report(*, user: AbstractBaseUser, days: int = DEFAULT_DAYS, now: dt.da
     rows = itertools.chain(
         billed_replies(user=user, since=since).values_list(*fields).iterator(chunk_size=2000),
         billed_api_calls(user=user, since=since).values_list(*fields).iterator(chunk_size=2000),
+        deleted_reply_usage(user=user, since=since).values_list(*fields).iterator(chunk_size=2000),
     )
     for model_id, requested, input_tokens, output_tokens, cost, created_at in rows:
         input_tokens, output_tokens = input_tokens or 0, output_tokens or 0
