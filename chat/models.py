@@ -80,7 +80,10 @@ class ModelSpec(models.Model):
     def api_key(self) -> str:
         if self.is_demo:
             return "demo"
-        return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        if not self.api_key_env:
+            # A self-hosted server may need no key; the SDK still sends one.
+            return "no-key" if self.api == self.Api.OPENAI_COMPATIBLE else ""
+        return os.environ.get(self.api_key_env, "")
 
     @property
     def available(self) -> bool:

@@ -5,13 +5,11 @@ every figure is computed without floats, so static/js/pricing.js can reproduce
 it with integers (BigInt) to the cent.
 
 The default task mix: 1,600 input + 500 output tokens per task, 80% of tasks on
-the cheap tier. At PRODUCT.md's prices it gives, per 500 tasks a month, $7.75
-on the flagship, $0.27 on the cheap tier and $1.77 with Auto. That is the mix
-closest to PRODUCT.md's volume table (~$8 flagship, ~$1.70 Auto at 500 tasks,
-both within 4% at every volume of the table) that its price list allows. The
-table's cheap column (~$0.60 at 500) is out of reach of any mix: GPT-4o mini
-costs between 1/33 (input) and 1/25 (output) of GPT-4o per token, so where the
-flagship is $8 the cheap tier is $0.24 to $0.32.
+the cheap tier (PRODUCT.md). At the catalog's November 2026 prices (genai-prices:
+GPT-4o $2.50 / $10, GPT-4o mini $0.15 / $0.60) it gives, per 500 tasks a month, $4.50
+on the flagship, $0.27 on the cheap tier and $1.12 with Auto. The seed article's
+volume table used GPT-4o's retired $5 / $15 snapshot and can't be reproduced from its
+own price list; this calculator, fed by the live catalog, is the reference.
 """
 
 from __future__ import annotations

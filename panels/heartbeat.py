@@ -1,4 +1,5 @@
-"""A worker's background duties: a heartbeat for /healthz and the hold-expiry sweep.
+"""A worker's background duties: a heartbeat for /healthz, the hold-expiry sweep and the
+periodic `models check` (chat/availability.py).
 
 The sweep runs with every worker (it is idempotent), so no separate beat process
 is needed for holds to expire.
@@ -55,6 +56,15 @@ def _loop(hostname: str, stop: threading.Event) -> None:
                 idempotent_replies_forget()
             except Exception:
                 log.exception("hold sweep failed")
+            finally:
+                close_old_connections()
+            try:
+                from chat.availability import models_check_if_due
+
+                # Once per MODELS_CHECK_SECONDS across all workers (a Redis lock); logged.
+                models_check_if_due(every_seconds=settings.MODELS_CHECK_SECONDS)
+            except Exception:
+                log.exception("models check failed")
             finally:
                 close_old_connections()
         stop.wait(HEARTBEAT_EVERY)

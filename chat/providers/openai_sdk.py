@@ -50,8 +50,9 @@ def _provider_message(exc: openai.APIStatusError) -> str:
         inner = body.get("error", body)
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
             return inner["message"][:300]
-        if isinstance(body.get("detail"), list | str):  # Mistral's 422: a list of field errors
-            return str(body["detail"])[:300]
+        detail = body.get("message", {}).get("detail") if isinstance(body.get("message"), dict) else None
+        if detail:  # Mistral's 422: {"message": {"detail": [field errors]}}
+            return "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail)[:300]
     return str(exc.message)[:300]
 
 
@@ -117,9 +118,9 @@ def request_body(
     body: dict[str, Any] = {"model": model, "messages": messages, "stream": True, caps.output_tokens_param: max_tokens}
     if caps.stream_options:
         body["stream_options"] = {"include_usage": True}
-    if temperature is not None:
+    if temperature is not None and caps.sampling:
         body["temperature"] = temperature
-    if top_p is not None and not (caps.sampling_exclusive and temperature is not None):
+    if top_p is not None and caps.sampling and not (caps.sampling_exclusive and temperature is not None):
         body["top_p"] = top_p
     if stop:
         body["stop"] = stop
