@@ -41,6 +41,12 @@ def row(html: str, attr: str, value: str) -> list[str]:
     return [re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", match.group(1))]
 
 
+@pytest.fixture(autouse=True)
+def _flagship_at_five_and_fifteen(db):
+    # The figures below were worked out by hand at GPT-4o's $5 / $15 (the catalog now lists $2.50 / $10).
+    ModelSpec.objects.filter(slug="gpt-4o").update(input_price=5, output_price=15)
+
+
 @pytest.fixture
 def month(alice, bob):
     # 1,000 in / 500 out on GPT-4o mini: (1,000 x 0.15 + 500 x 0.60) x 2 = 900 credits.
