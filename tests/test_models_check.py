@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests.e2e_servers and tests.provider_fakes)
 """`models check` against the providers' fakes: a model its provider no longer lists is marked
 unavailable with the reason for operators and disappears from the dropdown; users only ever
 read "temporarily unavailable". And a self-hosted model (the demo server registered through
@@ -30,7 +31,7 @@ def check() -> str:
     return out.getvalue()
 
 
-def test_a_retired_model_is_marked_unavailable_and_leaves_the_dropdown(alice_client, alice, chat_catalog, fakes):  # noqa: F811
+def test_a_retired_model_is_marked_unavailable_and_leaves_the_dropdown(alice_client, alice, chat_catalog, fakes):
     out = check()
     assert "gpt-4o: ok" in out and "claude-sonnet: ok" in out and "gemini-flash: ok" in out
     assert "mistral-small: ok" in out
@@ -61,7 +62,10 @@ def test_a_retired_model_is_marked_unavailable_and_leaves_the_dropdown(alice_cli
 
 
 def test_a_refused_key_marks_the_providers_models_and_an_unreachable_one_changes_nothing(
-    chat_catalog, fakes, settings, monkeypatch  # noqa: F811
+    chat_catalog,
+    fakes,
+    settings,
+    monkeypatch,
 ):
     monkeypatch.setenv("MISTRAL_API_KEY", "revoked")
     assert "mistral-small: UNAVAILABLE — Mistral refused the model list (provider_auth, HTTP 401)" in check()
@@ -73,7 +77,7 @@ def test_a_refused_key_marks_the_providers_models_and_an_unreachable_one_changes
     assert ModelSpec.objects.get(slug="gemini-flash").available
 
 
-def test_without_a_key_a_model_is_not_checked_and_users_are_not_told_the_variable(chat_catalog, monkeypatch):  # noqa: F811
+def test_without_a_key_a_model_is_not_checked_and_users_are_not_told_the_variable(chat_catalog, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     assert "claude-sonnet: skipped — not checked: ANTHROPIC_API_KEY is not set" in check()
     spec = ModelSpec.objects.get(slug="claude-sonnet")
@@ -81,7 +85,7 @@ def test_without_a_key_a_model_is_not_checked_and_users_are_not_told_the_variabl
 
 
 @pytest.mark.money
-def test_the_demo_server_registered_as_a_self_hosted_model_answers_and_is_billed(alice, chat_catalog, monkeypatch):  # noqa: F811
+def test_the_demo_server_registered_as_a_self_hosted_model_answers_and_is_billed(alice, chat_catalog, monkeypatch):
     monkeypatch.setattr("chat.tasks.message_enqueue", lambda *, message_id: None)
     call_command(
         "catalog", "add", "local-demo", "--name", "Local server", "--base-url", chat_catalog.base_url,
@@ -101,3 +105,19 @@ def test_the_demo_server_registered_as_a_self_hosted_model_answers_and_is_billed
     assert reply.cost == expected > 0
     assert Account.objects.get(user=alice).balance == 1_000_000 - expected
     assert ledger_audit() == []
+
+
+def test_workers_run_the_check_once_per_period_across_the_fleet(chat_catalog, fakes, settings):
+    from chat.availability import LOCK_KEY, models_check_if_due
+    from panels.redis_client import get_redis
+
+    get_redis().delete(LOCK_KEY)
+    fakes["mistral"].models.remove("mistral-small-2603")
+    assert models_check_if_due(every_seconds=60) is True
+    assert not ModelSpec.objects.get(slug="mistral-small").available
+    # A second worker in the same period does not ask the providers again.
+    asked = len(fakes["mistral"].requests)
+    assert models_check_if_due(every_seconds=60) is False
+    assert len(fakes["mistral"].requests) == asked
+    assert models_check_if_due(every_seconds=0) is False  # MODELS_CHECK_SECONDS=0: off
+    get_redis().delete(LOCK_KEY)

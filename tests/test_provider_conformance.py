@@ -186,3 +186,14 @@ def test_a_four_image_gpt4o_mini_message_is_held_for_at_least_what_it_is_billed(
     assert reply.input_estimate >= reply.input_tokens
     cost = assert_billed_exactly(reply, conversation)
     assert Hold.objects.get(pk=reply.hold_id).amount >= cost
+
+
+def test_a_shut_down_model_id_fails_cleanly_and_charges_nothing(conversation, fakes):  # noqa: F811
+    # The seed catalog's Gemini Flash: shut down on 2026-06-01, so Google answers 404.
+    ModelSpec.objects.filter(slug="gemini-flash").update(upstream_id="gemini-2.0-flash")
+    reply = run(send(conversation, "hi", "gemini-flash"))
+    assert reply.status == Message.Status.FAILED and reply.error_code == "provider_rejected"
+    assert "HTTP 404" in reply.error_message and reply.cost == 0
+    assert Hold.objects.get(pk=reply.hold_id).status == Hold.Status.VOIDED
+    assert Account.objects.get(user=conversation.user).balance == START
+    assert ledger_audit() == []
