@@ -76,8 +76,10 @@ stop_redis() {
 }
 
 # start_postgres PORT DIR: a throwaway PostgreSQL cluster on loopback, trust auth.
+# Commits are not flushed to disk (fast tests) unless PG_DURABLE=1 (benchmarks).
 start_postgres() {
-  local port=$1 dir=$2 bin
+  local port=$1 dir=$2 bin durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  [ "${PG_DURABLE:-0}" = 1 ] && durability="-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
   bin=$(pg_bindir)
   mkdir -p "$dir"
   local run=()
@@ -88,7 +90,7 @@ start_postgres() {
   "${run[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 \
     || { log "initdb failed: $(tail -n 5 "$dir/initdb.log")"; return 1; }
   "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/pg.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=${PG_MAX_CONNECTIONS:-400}" \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 $durability -c max_connections=${PG_MAX_CONNECTIONS:-400} ${PG_EXTRA_OPTS:-}" \
     start >/dev/null || { log "PostgreSQL did not start: $(tail -n 5 "$dir/pg.log")"; return 1; }
 }
 

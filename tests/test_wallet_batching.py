@@ -1,0 +1,123 @@
+"""Group commit: callers on many threads share one transaction and one commit, and
+each gets its own outcome; a refusal in a batch disturbs no other operation."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection, transaction
+
+from tests.wallet_helpers import funded_wallet
+from wallet import batching
+from wallet.errors import HoldNotPending, IdempotencyConflict, InsufficientCredits
+from wallet.models import Account, Entry, Hold
+from wallet.selectors import ledger_audit
+from wallet.services import wallet_hold, wallet_void
+
+pytestmark = [pytest.mark.money, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def batcher(monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("group commit is PostgreSQL's; elsewhere the batched calls are the plain services")
+    # A long window, so the operations of a test land in few batches.
+    fresh = batching.Batcher(wait=0.3, max_items=64)
+    monkeypatch.setattr(batching, "_batcher", fresh)
+    yield fresh
+    fresh.stop()
+
+
+def _threads(n: int, target) -> list[object]:
+    barrier = threading.Barrier(n)
+    outcomes: list[object] = [None] * n
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            outcomes[i] = target(i)
+        except Exception as exc:  # an outcome like any other, checked by the test
+            outcomes[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return outcomes
+
+
+def test_thirty_threads_spend_a_hot_wallet_in_a_few_commits(alice, batcher):
+    account = funded_wallet(alice, 2000)
+
+    def pair(i: int) -> str:
+        try:
+            hold = batching.wallet_hold_batched(account=Account(pk=account.pk), amount=100, idempotency_key=f"h{i}")
+        except InsufficientCredits:
+            return "refused"
+        posted = batching.wallet_post_batched(hold=hold, amount=100, memo=f"reply {i}")
+        return posted.status
+
+    outcomes = _threads(30, pair)
+    assert sorted(outcomes) == ["posted"] * 20 + ["refused"] * 10, outcomes
+    assert batcher.batches < 20  # 40 operations, far fewer commits
+    account.refresh_from_db()
+    assert (account.balance, account.held) == (0, 0)
+    assert Entry.objects.filter(kind="usage").count() == 20
+    assert Hold.objects.filter(status="rejected").count() == 10
+    assert ledger_audit() == []
+
+
+def test_a_refusal_in_a_batch_leaves_the_others_posted(alice, bob, batcher):
+    mine = funded_wallet(alice, 1000)
+    theirs = funded_wallet(bob, 1000)
+    holds = [wallet_hold(account=mine, amount=100, idempotency_key=f"a{i}") for i in range(3)]
+    holds += [wallet_hold(account=theirs, amount=100, idempotency_key=f"b{i}") for i in range(3)]
+    wallet_void(hold=holds[1], reason="provider failed")  # posting it is refused
+    expired = wallet_hold(account=theirs, amount=100, idempotency_key="late", ttl_seconds=0)
+    holds.append(expired)
+    amounts = [40, 40, 40, 40, 40, 300, 40]  # the sixth posts above its hold: the unbatched path charges it
+
+    outcomes = _threads(len(holds), lambda i: batching.wallet_post_batched(hold=holds[i], amount=amounts[i]))
+    assert isinstance(outcomes[1], HoldNotPending) and isinstance(outcomes[6], HoldNotPending)
+    posted = [o for i, o in enumerate(outcomes) if i not in (1, 6)]
+    assert all(isinstance(o, Hold) and o.status == "posted" for o in posted), outcomes
+    mine.refresh_from_db()
+    theirs.refresh_from_db()
+    assert (mine.balance, mine.held) == (920, 0)
+    assert (theirs.balance, theirs.held) == (1000 - 40 - 40 - 300, 0)
+    assert Hold.objects.get(pk=expired.pk).status == "expired"
+    assert ledger_audit() == []
+
+
+def test_repeats_in_one_batch_post_once_and_conflicts_are_refused(alice, batcher):
+    account = funded_wallet(alice, 1000)
+    hold = wallet_hold(account=account, amount=100, idempotency_key="h")
+    outcomes = _threads(6, lambda i: batching.wallet_post_batched(hold=hold, amount=60 if i < 5 else 70))
+    results = sorted(type(o).__name__ for o in outcomes)
+    posted_at = Hold.objects.get(pk=hold.pk).posted_amount
+    # Whichever amount committed first is the hold's; the other amount is a conflict.
+    if posted_at == 60:
+        assert results == ["Hold"] * 5 + ["IdempotencyConflict"]
+    else:
+        assert posted_at == 70 and results == ["Hold"] + ["IdempotencyConflict"] * 5
+    assert Entry.objects.filter(kind="usage").count() == 1
+    assert ledger_audit() == []
+
+
+def test_inside_a_transaction_the_batched_call_is_the_plain_service(alice, batcher):
+    account = funded_wallet(alice, 1000)
+    with transaction.atomic():
+        hold = batching.wallet_hold_batched(account=account, amount=100, idempotency_key="h")
+        batching.wallet_post_batched(hold=hold, amount=30)
+        transaction.set_rollback(True)
+    assert batcher.batches == 0
+    assert not Hold.objects.exists()
+    account.refresh_from_db()
+    assert (account.balance, account.held) == (1000, 0)
+    with pytest.raises(IdempotencyConflict):
+        hold = batching.wallet_hold_batched(account=account, amount=100, idempotency_key="h2")
+        batching.wallet_hold_batched(account=account, amount=200, idempotency_key="h2")

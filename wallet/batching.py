@@ -1,0 +1,183 @@
+"""Group commit: many callers' hold and post operations, one transaction, one commit.
+
+With durable commits every transaction waits for its WAL flush, and a hot wallet's
+row stays locked until then, so one wallet settles at most one operation per flush.
+A per-process batcher collects operations from the threads of a process (a worker's
+pool) for up to `BATCH_WAIT_SECONDS` or `BATCH_MAX_ITEMS` operations, applies them in
+one transaction in the ledger's lock order (holds by id, then accounts by id), commits
+once, and hands each caller its own outcome.
+
+Each operation in a batch is the same one statement as the unbatched path. One that
+finds nothing to do (a refusal: an expired or resolved hold, a repeated key, a frozen
+wallet, a take-back waiting) does not disturb the batch: after the commit, that caller
+runs the unbatched service, which refuses or answers it by the usual rules. A database
+error rolls the batch back and every caller runs the unbatched service on its own.
+
+PostgreSQL only; elsewhere, and inside a caller's transaction (whose atomicity a batch
+committed on another connection would break), these functions are the plain services.
+The batcher is a daemon thread started on first use in the process that uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from wallet import ledger_sql
+from wallet.models import Account, Hold
+from wallet.services import SYSTEM_REVENUE, wallet_hold, wallet_post
+
+log = logging.getLogger(__name__)
+
+BATCH_WAIT_SECONDS = 0.002
+BATCH_MAX_ITEMS = 64
+
+
+@dataclass
+class _Op:
+    kind: str  # "hold" or "post"
+    account_id: int
+    hold_id: int | None
+    kwargs: dict
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Hold | None = None  # None: run the unbatched service (a refusal, a repeat, an error)
+
+
+class Batcher:
+    def __init__(self, *, wait: float = BATCH_WAIT_SECONDS, max_items: int = BATCH_MAX_ITEMS) -> None:
+        self.wait = wait
+        self.max_items = max_items
+        self.batches = 0  # committed batches, for tests and the benchmark
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, op: _Op) -> Hold | None:
+        self._ensure_running()
+        self._queue.put(op)
+        op.done.wait()
+        return op.result
+
+    def stop(self) -> None:
+        """End the thread (it closes its connection); a later submit starts a new one."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+
+    def _ensure_running(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="ledger-batcher", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                connection.close()
+                return
+            ops = [first]
+            deadline = time.monotonic() + self.wait
+            while len(ops) < self.max_items:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    op = self._queue.get(timeout=left)
+                except queue.Empty:
+                    break
+                if op is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                ops.append(op)
+            try:
+                self._apply(ops)
+            except Exception:  # each caller then runs the unbatched service on its own
+                log.exception("ledger batch failed; its operations run one by one")
+                for op in ops:
+                    op.result = None
+                try:
+                    connection.close()
+                except Exception:
+                    log.exception("closing the batcher's connection failed")
+            finally:
+                for op in ops:
+                    op.done.set()
+
+    def _apply(self, ops: list[_Op]) -> None:
+        hold_ids = sorted({op.hold_id for op in ops if op.hold_id is not None})
+        account_ids = sorted({op.account_id for op in ops})
+        revenue = ledger_sql.system_account_id(SYSTEM_REVENUE)
+        with transaction.atomic(), connection.cursor() as cursor:
+            if hold_ids:
+                cursor.execute("SELECT id FROM wallet_hold WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [hold_ids])
+            cursor.execute("SELECT id FROM wallet_account WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [account_ids])
+            for op in sorted(ops, key=lambda o: (o.account_id, o.hold_id or 0)):
+                op.result = _apply_one(op, revenue)
+        self.batches += 1
+
+
+def _apply_one(op: _Op, revenue_id: int) -> Hold | None:
+    if op.kind == "hold":
+        attempt = ledger_sql.hold(account_id=op.account_id, **op.kwargs)
+        if attempt.hold is None or attempt.hold.status != Hold.Status.PENDING:
+            return None  # a repeat, a frozen wallet or a refusal: answered by wallet_hold after the commit
+        return attempt.hold
+    return ledger_sql.post(revenue_id=revenue_id, **op.kwargs)
+
+
+_batcher = Batcher()
+
+
+def _batchable() -> bool:
+    return ledger_sql.enabled() and not connection.in_atomic_block
+
+
+def wallet_hold_batched(
+    *, account: Account, amount: int, idempotency_key: str, reference: str = "", ttl_seconds: int | None = None
+) -> Hold:
+    """`wallet_hold`, committed with other callers' operations; same outcomes."""
+    if amount > 0 and _batchable():
+        ttl = settings.HOLD_TTL_SECONDS if ttl_seconds is None else ttl_seconds
+        placed = _batcher.submit(
+            _Op(
+                "hold",
+                account.pk,
+                None,
+                {"amount": amount, "idempotency_key": idempotency_key, "reference": reference, "ttl_seconds": ttl},
+            )
+        )
+        if placed is not None:
+            return placed
+    return wallet_hold(
+        account=account, amount=amount, idempotency_key=idempotency_key, reference=reference, ttl_seconds=ttl_seconds
+    )
+
+
+def wallet_post_batched(*, hold: Hold, amount: int, memo: str = "", reference: str | None = None) -> Hold:
+    """`wallet_post`, committed with other callers' operations; same outcomes and rules."""
+    if 0 <= amount <= hold.amount and _batchable():
+        posted = _batcher.submit(
+            _Op(
+                "post",
+                hold.account_id,
+                hold.pk,
+                {
+                    "held": hold,
+                    "amount": amount,
+                    "reference": hold.reference if reference is None else reference,
+                    "memo": memo[:500],
+                },
+            )
+        )
+        if posted is not None:
+            return posted
+    return wallet_post(hold=hold, amount=amount, memo=memo, reference=reference)
