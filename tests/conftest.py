@@ -45,6 +45,29 @@ def _catalog(request):
     yield
 
 
+_SYSTEM_ACCOUNTS: dict[str, int] = {}
+
+
+def _restore_system_accounts() -> None:
+    """Put back the system accounts migration 0007 seeded, under their first ids.
+
+    Processes cache these ids (the ledger's fast path; a web server or worker that a
+    test suite keeps across tests), and a transactional test's flush deletes the rows:
+    restored with the same ids, every cache stays right. They exist before the test's
+    own work, so a rolled-back part of it (a hypothesis example) can't take one away.
+    """
+    from wallet import ledger_sql
+    from wallet.models import Account
+
+    if not _SYSTEM_ACCOUNTS:
+        _SYSTEM_ACCOUNTS.update(Account.objects.filter(kind=Account.Kind.SYSTEM).values_list("code", "pk"))
+    Account.objects.bulk_create(
+        [Account(pk=pk, kind=Account.Kind.SYSTEM, code=code) for code, pk in _SYSTEM_ACCOUNTS.items()],
+        ignore_conflicts=True,
+    )
+    ledger_sql.forget_system_accounts()
+
+
 @pytest.fixture(autouse=True)
 def _ledger_triggers(request):
     # SQLite empties tables after a transactional test with DELETE, which the ledger's
@@ -58,16 +81,12 @@ def _ledger_triggers(request):
     from django.db import connection
 
     if uses_db:
-        from wallet import immutability, ledger_sql
+        from wallet import immutability
 
         request.getfixturevalue("_django_db_helper")
         if connection.vendor == "sqlite":
             immutability.install(connection)
-        # System accounts exist before the test's own work, so a rolled-back part of it
-        # (a hypothesis example) can't take one away from the ids cached per process.
-        ledger_sql.forget_system_accounts()
-        for code in ("stripe", "usage", "grants", "adjustments", "refunds"):
-            ledger_sql.system_account_id(code)
+        _restore_system_accounts()
     yield
     if uses_db and transactional and connection.vendor == "sqlite":
         from wallet import immutability
