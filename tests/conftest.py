@@ -65,7 +65,7 @@ def _restore_system_accounts() -> None:
         [Account(pk=pk, kind=Account.Kind.SYSTEM, code=code) for code, pk in _SYSTEM_ACCOUNTS.items()],
         ignore_conflicts=True,
     )
-    ledger_sql.forget_system_accounts()
+    ledger_sql.forget_system_accounts(known=_SYSTEM_ACCOUNTS)
 
 
 @pytest.fixture(autouse=True)

@@ -44,9 +44,10 @@ def system_account_id(code: str) -> int:
     return pk
 
 
-def forget_system_accounts() -> None:
-    """For tests, whose tables are emptied between cases."""
+def forget_system_accounts(*, known: dict[str, int] | None = None) -> None:
+    """For tests, whose tables are emptied and refilled between cases."""
     _system_ids.clear()
+    _system_ids.update(known or {})
 
 
 def _one(sql: str, params: dict[str, object]) -> tuple | None:
