@@ -89,12 +89,35 @@ def build() -> list[dict[str, str]]:
     return rows
 
 
-def main() -> None:
-    rows = build()
-    with (HERE / "labelled.jsonl").open("w", encoding="utf-8") as f:
+def build_heldout2() -> list[dict[str, str]]:
+    """The second held-out set: lang<TAB>category<TAB>text lines, never trained or tuned on."""
+    rows = []
+    for number, line in enumerate((HERE / "heldout2.tsv").read_text("utf-8").splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        lang, code, text = line.split("\t", 2)
+        category, tier = CATEGORIES[code]
+        prompt_id = f"h2-{lang}-{number}"
+        paragraphs = [p for p in (HERE / "docs" / f"{lang}.txt").read_text("utf-8").splitlines() if p.strip()]
+        text = text.replace("\\n", "\n")
+        if "{DOC}" in text:
+            text = text.replace("{DOC}", _document(paragraphs, prompt_id))
+        rows.append(
+            {"id": prompt_id, "lang": lang, "category": category, "tier": tier, "split": "heldout2", "prompt": text}
+        )
+    return rows
+
+
+def _write(rows: list[dict[str, str]], name: str) -> None:
+    with (HERE / name).open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    print(f"{len(rows)} prompts written to {HERE / 'labelled.jsonl'}")
+    print(f"{len(rows)} prompts written to {HERE / name}")
+
+
+def main() -> None:
+    _write(build(), "labelled.jsonl")
+    _write(build_heldout2(), "heldout2.jsonl")
 
 
 if __name__ == "__main__":
