@@ -1,4 +1,8 @@
-"""The Auto router: pick the cheap or the flagship tier for one message.
+"""The old rule router (keyword and pattern table), kept only to compare with the learned router.
+
+bench/route_eval.py scores both on the same held-out prompts. Not used by the app.
+
+The Auto router: pick the cheap or the flagship tier for one message.
 
 Pure Python on purpose: it runs before every Auto reply, so it must cost
 nothing next to the model call (no Django, no I/O, no model of its own).

@@ -19,7 +19,7 @@ from django.conf import settings
 
 from chat.errors import ModelUnavailable
 from chat.models import ModelSpec
-from chat.router import CHEAP, FLAGSHIP, route_decide
+from chat.router import CHEAP, FLAGSHIP, RouteDecision, route_decide
 from chat.selectors import models_catalog
 
 TIERS = (CHEAP, FLAGSHIP)
@@ -33,7 +33,8 @@ REASON_MAX_CHARS = 300  # Message.routed_by
 class Route:
     spec: ModelSpec
     tier: str  # the tier the router chose: "cheap" | "flagship" (even when a fallback answers)
-    reason: str  # "Auto -> GPT-4o mini: classification or tagging", stored as Message.routed_by
+    reason: str  # "Auto -> GPT-4o mini: classification or tagging (...)", stored as Message.routed_by
+    category: str = ""  # the labelled kind of task the prompt is closest to, e.g. "debugging"
 
 
 def configured_slug(tier: str) -> str:
@@ -71,17 +72,29 @@ def _pick(candidates: list[ModelSpec], tier: str) -> ModelSpec | None:
     return in_tier[0] if in_tier else None
 
 
-def route_for_message(*, content: str, history: Sequence[str] = (), images: bool = False) -> Route:
-    """The model Auto sends `content` to, given the texts earlier in its conversation.
+def auto_decide(*, content: str, history: Sequence[str] = ()) -> RouteDecision:
+    """The router's tier for `content` after the texts earlier in its conversation.
 
-    Reads the catalog, writes nothing and calls no model: safe to call for a preview.
+    It runs the embedding model (milliseconds of CPU): callers decide before they
+    open a transaction, so no row lock waits on it.
     """
-    decision = route_decide(
+    return route_decide(
         content=content,
         history_chars=sum(len(text) for text in history),
         history_messages=len(history),
         has_code_history=any("```" in text for text in history),
     )
+
+
+def route_for_message(
+    *, content: str, history: Sequence[str] = (), images: bool = False, decision: RouteDecision | None = None
+) -> Route:
+    """The model Auto sends `content` to, given the texts earlier in its conversation.
+
+    Reads the catalog, writes nothing and calls no remote model: safe to call for a
+    preview. `decision` is the router's, when the caller made it already (auto_decide).
+    """
+    decision = decision or auto_decide(content=content, history=history)
     catalog = list(models_catalog())
     candidates = [m for m in catalog if m.available and (m.image_input or not images)]
     wanted = tier_model(decision.tier, catalog)
@@ -102,7 +115,7 @@ def route_for_message(*, content: str, history: Sequence[str] = (), images: bool
     if spec is None:
         raise ModelUnavailable("No model is available for Auto right now.")
     reason = f"Auto -> {spec.name}: {decision.reason}{note}"
-    return Route(spec=spec, tier=decision.tier, reason=reason[:REASON_MAX_CHARS])
+    return Route(spec=spec, tier=decision.tier, reason=reason[:REASON_MAX_CHARS], category=decision.category)
 
 
 def _why_not(spec: ModelSpec, images: bool) -> str:

@@ -18,7 +18,8 @@ from chat import providers, streams
 from chat.costs import reply_cost
 from chat.errors import Conflict, Gone, InvalidMessage, ModelUnavailable, ServiceUnavailable
 from chat.models import Conversation, Message, ModelSpec
-from chat.routing import route_for_message
+from chat.router import RouteDecision
+from chat.routing import auto_decide, route_for_message
 from chat.selectors import messages_running
 from chat.send_keys import Remember, send_once
 from chat.tokens import REPLY_PRIMING_TOKENS, model_message_tokens
@@ -109,10 +110,21 @@ def _history(conversation: Conversation) -> list[Message]:
     ]
 
 
-def _resolve_model(requested: str, *, content: str, history: list[Message], images: bool) -> tuple[ModelSpec, str]:
+def _auto_decision(requested: str, *, content: str, conversation: Conversation) -> RouteDecision | None:
+    """For Auto, the router's tier, decided before the transaction (the embedding takes milliseconds)."""
+    if requested != AUTO:
+        return None
+    return auto_decide(content=content, history=[m.content for m in _history(conversation)])
+
+
+def _resolve_model(
+    requested: str, *, content: str, history: list[Message], images: bool, decision: RouteDecision | None = None
+) -> tuple[ModelSpec, str]:
     """A concrete model for what the user picked, and for Auto the line that says why."""
     if requested == AUTO:
-        route = route_for_message(content=content, history=[m.content for m in history], images=images)
+        route = route_for_message(
+            content=content, history=[m.content for m in history], images=images, decision=decision
+        )
         return route.spec, route.reason
     spec = ModelSpec.objects.filter(slug=requested).first()
     if spec is None or not spec.enabled:
@@ -269,11 +281,14 @@ def _send(
     images: list[dict],
     remember: Remember,
 ) -> Message:
+    decision = _auto_decision(model, content=content, conversation=conversation)
     with transaction.atomic():
         # Sends in one conversation take turns, so each builds its context in order.
         locked = _lock_conversation(conversation.pk)
         history = _history(locked)
-        spec, routed_by = _resolve_model(model, content=content, history=history, images=bool(images))
+        spec, routed_by = _resolve_model(
+            model, content=content, history=history, images=bool(images), decision=decision
+        )
         if images and not spec.image_input:
             raise InvalidMessage(f"{spec.name} does not take images.", code="images_not_supported")
         prompt = Message.objects.create(
@@ -312,6 +327,12 @@ def message_retry(*, user: AbstractBaseUser, message: Message, idempotency_key: 
 def _retry(*, user: AbstractBaseUser, message: Message, remember: Remember) -> Message:
     if message.role != Message.Role.ASSISTANT or message.status != Message.Status.FAILED:
         raise Conflict("Only a failed reply can be retried.", code="not_retryable")
+    requested = message.requested_model or (message.model.slug if message.model_id else AUTO)
+    decision = None
+    if requested == AUTO:
+        earlier = _history(message.conversation)
+        if earlier and earlier[-1].role == Message.Role.USER:
+            decision = auto_decide(content=earlier[-1].content, history=[m.content for m in earlier[:-1]])
     with transaction.atomic():
         locked = _lock_conversation(message.conversation_id)
         latest = locked.messages.order_by("-id").first()
@@ -321,9 +342,12 @@ def _retry(*, user: AbstractBaseUser, message: Message, remember: Remember) -> M
         if not history or history[-1].role != Message.Role.USER:
             raise Conflict("There is no message to answer.", code="not_retryable")
         prompt = history[-1]
-        requested = message.requested_model or (message.model.slug if message.model_id else AUTO)
         spec, routed_by = _resolve_model(
-            requested, content=prompt.content, history=history[:-1], images=bool(prompt.attachments)
+            requested,
+            content=prompt.content,
+            history=history[:-1],
+            images=bool(prompt.attachments),
+            decision=decision,
         )
         reply = _reply_create(
             user=user,

@@ -36,3 +36,9 @@ class PanelsASGIHandler(ASGIHandler):
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "panels.settings")
 django.setup(set_prefix=False)
 application = PanelsASGIHandler()
+
+# The Auto router's sentence encoder loads here, once per web process, so no
+# request waits for it (a few seconds, measured by bench/route_eval.py).
+from chat.router import warm  # noqa: E402
+
+warm()

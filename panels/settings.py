@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from panels.env import envbool, envint, envlist, envstr
+from panels.env import envbool, envint, envlist, envprobability, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -314,6 +314,11 @@ API_IDEMPOTENCY_HOURS = envint("API_IDEMPOTENCY_HOURS", 24)
 # Auto: the catalog slugs its cheap and flagship tiers resolve to.
 AUTO_CHEAP_MODEL = envstr("AUTO_CHEAP_MODEL", "gpt-4o-mini")
 AUTO_FLAGSHIP_MODEL = envstr("AUTO_FLAGSHIP_MODEL", "gpt-4o")
+# The learned router: its weights (written by `manage.py route_train`) and the P(flagship) at or
+# above which the flagship answers. Unset: the threshold chosen when the weights were trained.
+# Lower sends more to the flagship (quality), higher keeps more on the cheap tier (cost).
+AUTO_ROUTER_WEIGHTS = envstr("AUTO_ROUTER_WEIGHTS", str(BASE_DIR / "chat" / "data" / "router_weights.npz"))
+AUTO_ROUTER_THRESHOLD = envprobability("AUTO_ROUTER_THRESHOLD")
 
 # Celery: money tasks are acknowledged late and idempotent by message id.
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", REDIS_URL)

@@ -40,11 +40,13 @@ def test_a_short_classification_goes_to_the_cheap_tier(api_client, alice, openai
     api_client.force_login(alice)
     response = route(api_client, 'Sentiment of this tweet, one word: "worst update ever, app keeps crashing"')
     assert response.status_code == 200
+    decision = route_decide(content='Sentiment of this tweet, one word: "worst update ever, app keeps crashing"')
     assert response.json() == {
         "tier": "cheap",
         "model": "gpt-4o-mini",
-        "reason": "Auto -> GPT-4o mini: classification or tagging",
+        "reason": f"Auto -> GPT-4o mini: {decision.reason}",
     }
+    assert decision.reason.startswith("classification or tagging (flagship likelihood ")
 
 
 def test_a_long_document_synthesis_goes_to_the_flagship(api_client, alice, openai_key):
@@ -52,6 +54,7 @@ def test_a_long_document_synthesis_goes_to_the_flagship(api_client, alice, opena
     body = route(api_client, LONG_DOC).json()
     assert body["tier"] == "flagship" and body["model"] == "gpt-4o"
     assert body["reason"] == f"Auto -> GPT-4o: {route_decide(content=LONG_DOC).reason}"
+    assert body["reason"].startswith("Auto -> GPT-4o: long document")
 
 
 def test_a_bearer_key_works(api_client, alice, openai_key):

@@ -9,6 +9,7 @@ import pytest
 from django.core.management import call_command
 
 from chat.models import Message
+from chat.router import route_decide
 from chat.routing import ROUTE_MAX_CHARS
 from wallet.models import Entry, Hold
 
@@ -40,9 +41,11 @@ def test_one_line_out_per_prompt_with_tier_model_and_reason(db, keys, monkeypatc
         json.dumps({"prompt": TRACE}),
     ]
     out, err = run_route(monkeypatch, "\n".join(lines) + "\n")
+    review = route_decide(content=json.loads(lines[0])["prompt"])
+    assert review.reason.startswith("classification or tagging (flagship likelihood ")
     assert out == [
-        {"tier": "cheap", "model": "gpt-4o-mini", "reason": "Auto -> GPT-4o mini: classification or tagging"},
-        {"tier": "flagship", "model": "gpt-4o", "reason": "Auto -> GPT-4o: stack trace with a debugging question"},
+        {"tier": "cheap", "model": "gpt-4o-mini", "reason": f"Auto -> GPT-4o mini: {review.reason}"},
+        {"tier": "flagship", "model": "gpt-4o", "reason": f"Auto -> GPT-4o: {route_decide(content=TRACE).reason}"},
     ]
     assert err == ""
 
@@ -75,8 +78,9 @@ def test_with_no_keys_the_demo_model_answers_and_the_reason_says_so(db, monkeypa
     out, _ = run_route(monkeypatch, json.dumps({"prompt": TRACE}) + "\n")
     assert out[0]["tier"] == "flagship" and out[0]["model"] == "demo"
     assert out[0]["reason"] == (
-        "Auto -> Demo model: stack trace with a debugging question (no provider key is set, so the demo model answers)"
+        f"Auto -> Demo model: {route_decide(content=TRACE).reason} (no provider key is set, so the demo model answers)"
     )
+    assert out[0]["reason"].startswith("Auto -> Demo model: stack trace or crash dump (flagship likelihood ")
 
 
 def test_nothing_is_stored_or_charged(db, keys, monkeypatch):

