@@ -25,6 +25,9 @@ DEBUG = envbool("DEBUG", False)
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "" if PRODUCTION else "127.0.0.1,localhost,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
 SITE_URL = envstr("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# The name the site goes by in pages and emails, and where people write for help.
+SITE_NAME = envstr("SITE_NAME", "Panels")
+SUPPORT_EMAIL = envstr("SUPPORT_EMAIL", "support@localhost")
 
 
 def _production_problems() -> list[str]:
@@ -201,7 +204,9 @@ ACCOUNT_RATE_LIMITS = {
     "reset_password": "20/m/ip,5/5m/key",
     "confirm_email": "1/3m/key",
 }
-ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Panels] "
+ACCOUNT_EMAIL_SUBJECT_PREFIX = f"[{SITE_NAME}] "
+# People sign in with their email: messages name them by it (the username is internal).
+ACCOUNT_USER_DISPLAY = "panels.context_processors.user_display"
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "Panels <noreply@localhost>")
 
 EMAIL_HOST = envstr("EMAIL_HOST")

@@ -6,7 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from chat.pricing_views import DEFAULTS, reference_rows
 from chat.selectors import models_catalog
@@ -39,9 +39,24 @@ def _account_page(
     )
 
 
+# The new key rides to its owner's browser in a short-lived signed cookie for the
+# redirect after the POST, and is cleared when the page shows it: it is never written to
+# the session table or any other server-side store.
+NEW_KEY_COOKIE = "panels_new_key"
+NEW_KEY_COOKIE_PATH = "/accounts/profile/"
+NEW_KEY_MAX_AGE = 120
+
+
 @login_required
+@never_cache
 def account(request: HttpRequest) -> HttpResponse:
-    return _account_page(request)
+    new_key = request.get_signed_cookie(
+        NEW_KEY_COOKIE, default=None, salt=f"apikey:{request.user.pk}", max_age=NEW_KEY_MAX_AGE
+    )
+    response = _account_page(request, new_key=new_key)
+    if NEW_KEY_COOKIE in request.COOKIES:
+        response.delete_cookie(NEW_KEY_COOKIE, path=NEW_KEY_COOKIE_PATH)
+    return response
 
 
 @login_required
@@ -53,17 +68,30 @@ def apikey_create(request: HttpRequest) -> HttpResponse:
         # PostgreSQL can't store NUL in text: refused here rather than a 500 at the insert.
         return _account_page(request, key_error="A key name may not contain a NUL character.", status=400)
     _, secret = ApiKey.issue(user=request.user, name=name)
-    # The key goes straight into this one response and nowhere else: parking it in
-    # the session for a redirect would write it to the session table.
-    return _account_page(request, new_key=secret)
+    # Post/redirect/get: reloading the page afterwards makes no second key.
+    response = redirect("account_profile")
+    response.set_signed_cookie(
+        NEW_KEY_COOKIE,
+        secret,
+        salt=f"apikey:{request.user.pk}",
+        max_age=NEW_KEY_MAX_AGE,
+        path=NEW_KEY_COOKIE_PATH,
+        httponly=True,
+        secure=request.is_secure(),
+        samesite="Strict",
+    )
+    return response
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def apikey_revoke(request: HttpRequest, prefix: str) -> HttpResponse:
+    """GET asks for confirmation; POST revokes."""
     key = get_object_or_404(ApiKey, user=request.user, prefix=prefix)
+    if request.method == "GET":
+        return render(request, "account/apikey_revoke.html", {"key": key})
     key.revoke()
-    messages.success(request, f"API key {key.prefix}… revoked.")
+    messages.success(request, f"API key pnl_{key.prefix}_… revoked: it no longer works.")
     return redirect("account_profile")
 
 

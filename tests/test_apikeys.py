@@ -19,8 +19,8 @@ KEY_IN_PAGE = re.compile(r'id="new-api-key"[^>]*value="(pnl_[^"]+)"')
 
 
 def create_key(client, name: str = "laptop") -> str:
-    response = client.post("/accounts/profile/keys/", {"name": name})
-    assert response.status_code == 200
+    response = client.post("/accounts/profile/keys/", {"name": name}, follow=True)
+    assert response.redirect_chain == [("/accounts/profile/", 302)]
     match = KEY_IN_PAGE.search(response.content.decode())
     assert match, "the new key is not on the page"
     return html.unescape(match.group(1))
@@ -45,21 +45,54 @@ def every_stored_value() -> str:
 
 
 def test_key_is_shown_once_on_the_account_page(alice_client, alice):
-    response = alice_client.post("/accounts/profile/keys/", {"name": "laptop"})
+    created = alice_client.post("/accounts/profile/keys/", {"name": "laptop"})
+    # Post/redirect/get: the POST answers with a redirect, so a reload can't post again.
+    assert created.status_code == 302 and created["Location"] == "/accounts/profile/"
+    response = alice_client.get("/accounts/profile/")
 
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     page = response.content.decode()
+    assert 'data-copy="new-api-key"' in page and ">Copy</button>" in page
     assert "it will not be shown again" in page
     key = html.unescape(KEY_IN_PAGE.search(page).group(1))
     stored = ApiKey.objects.get(user=alice)
     assert stored.name == "laptop"
     assert key.startswith(f"pnl_{stored.prefix}_")
 
-    again = alice_client.get("/accounts/profile/")
+    again = alice_client.get("/accounts/profile/")  # a reload
     assert again.status_code == 200
     assert key not in again.content.decode()
     assert f"pnl_{stored.prefix}_…" in again.content.decode()
+    assert ApiKey.objects.filter(user=alice).count() == 1
+
+
+def test_the_new_key_cookie_is_signed_for_its_owner(alice_client, alice, bob, client):
+    created = alice_client.post("/accounts/profile/keys/", {"name": "laptop"})
+    cookie = created.cookies["panels_new_key"]
+    assert cookie["httponly"] and cookie["path"] == "/accounts/profile/" and cookie["samesite"] == "Strict"
+    # Bob's browser given Alice's cookie shows nothing: it is signed for her account.
+    client.force_login(bob)
+    client.cookies["panels_new_key"] = cookie.value
+    assert "pnl_" not in client.get("/accounts/profile/").content.decode().split("<table", 1)[0]
+
+
+def test_revoke_asks_for_confirmation_first(alice_client, alice):
+    create_key(alice_client)
+    stored = ApiKey.objects.get(user=alice)
+    page = alice_client.get("/accounts/profile/").content.decode()
+    assert f'href="/accounts/profile/keys/{stored.prefix}/revoke/"' in page
+
+    confirm = alice_client.get(f"/accounts/profile/keys/{stored.prefix}/revoke/")
+
+    assert confirm.status_code == 200
+    assert b"Revoke API key?" in confirm.content and b"Revoke this key" in confirm.content
+    stored.refresh_from_db()
+    assert stored.revoked_at is None
+    done = alice_client.post(f"/accounts/profile/keys/{stored.prefix}/revoke/", follow=True)
+    assert b"revoked: it no longer works" in done.content
+    stored.refresh_from_db()
+    assert stored.revoked_at is not None
 
 
 def test_the_database_never_holds_the_key(alice_client, alice):

@@ -171,6 +171,6 @@ def test_login_required(client, db):
 def test_linked_from_the_header_and_the_wallet_page(alice_client):
     html = alice_client.get("/wallet/").content.decode()
     header = html[html.index('<header class="site-header">') : html.index("</header>")]
-    assert '<a href="/usage/" class="nav-wide">Usage</a>' in header
+    assert '<a href="/usage/">Usage</a>' in header
     main = html[html.index("<main") :]
     assert '<a href="/usage/">Usage by model and day, and what Auto saved</a>' in main

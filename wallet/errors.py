@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from django.conf import settings
+
 
 class WalletError(Exception):
     code = "wallet_error"
@@ -18,7 +20,7 @@ class WalletFrozen(WalletError):
     code = "wallet_frozen"
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"This wallet is frozen: {reason}. Contact support to resolve it.")
+        super().__init__(f"This wallet is frozen: {reason}. Contact {settings.SUPPORT_EMAIL} to resolve it.")
         self.reason = reason
 
 

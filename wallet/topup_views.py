@@ -186,7 +186,10 @@ def topup_done(request: HttpRequest, topup_id: int) -> HttpResponse:
                     stripe_session_fulfil(session=session)
                 except TopupMismatch:
                     log.error("paid session does not match its top-up", extra={"topup_id": item.pk})
-                    problem = "This payment does not match the top-up, so nothing was added. Please contact support."
+                    problem = (
+                        "This payment does not match the top-up, so nothing was added. "
+                        f"Please write to {settings.SUPPORT_EMAIL}."
+                    )
     item.refresh_from_db()
     topup_fetch_receipt(topup=item)
     return render(
