@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from chat import api, route_api
+from chat import api, revision_api, route_api
 
 urlpatterns = [
     path("models", api.ModelListApi.as_view(), name="api_models"),
@@ -13,5 +13,11 @@ urlpatterns = [
     path("messages/<int:message_id>/stream", api.MessageStreamApi.as_view(), name="api_message_stream"),
     path("messages/<int:message_id>/cancel", api.MessageCancelApi.as_view(), name="api_message_cancel"),
     path("messages/<int:message_id>/retry", api.MessageRetryApi.as_view(), name="api_message_retry"),
+    path(
+        "messages/<int:message_id>/regenerate",
+        revision_api.MessageRegenerateApi.as_view(),
+        name="api_message_regenerate",
+    ),
+    path("messages/<int:message_id>/edit", revision_api.MessageEditApi.as_view(), name="api_message_edit"),
     path("route", route_api.RouteCreateApi.as_view(), name="api_route"),
 ]

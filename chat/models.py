@@ -134,12 +134,22 @@ class Conversation(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     title = models.CharField(max_length=200, blank=True)
+    system_prompt = models.TextField(blank=True, help_text="Sent first, as the system message, with every reply.")
+    temperature = models.DecimalField(
+        max_digits=3, decimal_places=2, null=True, blank=True, help_text="0 to 2; empty for the model's default."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-updated_at", "-id"]
         indexes = [models.Index(fields=["user", "-updated_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(temperature__isnull=True) | Q(temperature__gte=0, temperature__lte=2),
+                name="conversation_temperature_range",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.title or f"Conversation {self.pk}"
@@ -181,6 +191,9 @@ class Message(models.Model):
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.CharField(max_length=500, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    superseded_at = models.DateTimeField(
+        null=True, blank=True, help_text="Replaced by an edit or a regenerated reply: hidden, and not sent to models."
+    )
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

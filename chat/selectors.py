@@ -41,7 +41,8 @@ def get_message_for_user(*, user: AbstractBaseUser, message_id: int) -> Message:
 
 
 def conversation_messages(*, conversation: Conversation) -> QuerySet[Message]:
-    return conversation.messages.select_related("model").order_by("id")
+    """The conversation as it reads now: messages replaced by an edit or a regenerated reply left out."""
+    return conversation.messages.filter(superseded_at__isnull=True).select_related("model").order_by("id")
 
 
 def messages_running(*, conversation: Conversation) -> bool:

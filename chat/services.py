@@ -105,7 +105,7 @@ def _history(conversation: Conversation) -> list[Message]:
     """What the model may see: the user's messages and the replies that produced text."""
     return [
         m
-        for m in conversation.messages.order_by("id")
+        for m in conversation.messages.filter(superseded_at__isnull=True).order_by("id")
         if m.role == Message.Role.USER or (m.status in (Message.Status.DONE, Message.Status.CANCELLED) and m.content)
     ]
 
@@ -357,6 +357,127 @@ def _retry(*, user: AbstractBaseUser, message: Message, remember: Remember) -> M
             routed_by=routed_by,
             candidates=history,
             retry_of=message,
+        )
+        remember(reply)
+        locked.save(update_fields=["updated_at"])
+        failures = _enqueue_after_commit(reply)
+    _raise_if_not_queued(failures)
+    return reply
+
+
+# --- edit and regenerate ------------------------------------------------------
+#
+# Branch-free: a conversation is one line of messages. Editing a message of yours, or
+# asking for another reply, replaces the tail of the conversation from that point: the
+# replaced messages are marked superseded (hidden, and never sent to a model again) and
+# a new reply is held and queued as a send is. Nothing is deleted and the ledger is not
+# touched: what a replaced reply cost stays charged, its usage line stays in the wallet.
+
+
+def _lock_for_revision(message: Message) -> Conversation:
+    """The message's conversation, locked; refused while a reply runs or if already replaced."""
+    locked = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+    if messages_running(conversation=locked):
+        raise Conflict(
+            "A reply in this conversation is still running; stop it or wait for it to finish first.",
+            code="reply_in_progress",
+        )
+    if Message.objects.filter(pk=message.pk, superseded_at__isnull=False).exists():
+        raise Conflict("This message was already replaced.", code="superseded")
+    return locked
+
+
+def _supersede_from(conversation: Conversation, *, first_id: int) -> None:
+    conversation.messages.filter(id__gte=first_id, superseded_at__isnull=True).update(superseded_at=timezone.now())
+
+
+def message_regenerate(
+    *, user: AbstractBaseUser, message: Message, model: str = "", idempotency_key: str = ""
+) -> Message:
+    """Another reply to the message that `message` answered, replacing it and what followed.
+
+    `model` is what to answer with (a slug or "auto"); empty keeps what was asked for before.
+    """
+    return send_once(
+        user=user,
+        key=idempotency_key,
+        request={"regenerate": message.pk, "model": model},
+        attempt=lambda remember: _regenerate(user=user, message=message, model=model, remember=remember),
+    )
+
+
+def _regenerate(*, user: AbstractBaseUser, message: Message, model: str, remember: Remember) -> Message:
+    if message.role != Message.Role.ASSISTANT:
+        raise Conflict("Only a reply can be regenerated.", code="not_a_reply")
+    with transaction.atomic():
+        locked = _lock_for_revision(message)
+        prompt = (
+            locked.messages.filter(role=Message.Role.USER, id__lt=message.pk, superseded_at__isnull=True)
+            .order_by("-id")
+            .first()
+        )
+        if prompt is None:
+            raise Conflict("There is no message to answer.", code="not_retryable")
+        _supersede_from(locked, first_id=prompt.pk + 1)
+        history = _history(locked)
+        requested = model or message.requested_model or (message.model.slug if message.model_id else AUTO)
+        spec, routed_by = _resolve_model(
+            requested, content=prompt.content, history=history[:-1], images=bool(prompt.attachments)
+        )
+        if prompt.attachments and not spec.image_input:
+            raise InvalidMessage(f"{spec.name} does not take images.", code="images_not_supported")
+        reply = _reply_create(
+            user=user,
+            conversation=locked,
+            spec=spec,
+            requested_model=requested,
+            routed_by=routed_by,
+            candidates=history,
+            retry_of=message,
+        )
+        remember(reply)
+        locked.save(update_fields=["updated_at"])
+        failures = _enqueue_after_commit(reply)
+    _raise_if_not_queued(failures)
+    return reply
+
+
+def message_edit(
+    *, user: AbstractBaseUser, message: Message, content: str, model: str, idempotency_key: str = ""
+) -> Message:
+    """Your message `message` rewritten as `content`, and a new reply to it; the old message
+    and everything after it are replaced. Images attached to it stay attached."""
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidMessage("Write a message first.", code="empty_message")
+    return send_once(
+        user=user,
+        key=idempotency_key,
+        request={"edit": message.pk, "content": content, "model": model},
+        attempt=lambda remember: _edit(user=user, message=message, content=content, model=model, remember=remember),
+    )
+
+
+def _edit(*, user: AbstractBaseUser, message: Message, content: str, model: str, remember: Remember) -> Message:
+    if message.role != Message.Role.USER:
+        raise Conflict("Only a message you wrote can be edited.", code="not_editable")
+    with transaction.atomic():
+        locked = _lock_for_revision(message)
+        _supersede_from(locked, first_id=message.pk)
+        history = _history(locked)
+        images = list(message.attachments or [])
+        spec, routed_by = _resolve_model(model, content=content, history=history, images=bool(images))
+        if images and not spec.image_input:
+            raise InvalidMessage(f"{spec.name} does not take images.", code="images_not_supported")
+        prompt = Message.objects.create(
+            conversation=locked, role=Message.Role.USER, content=content, attachments=images
+        )
+        reply = _reply_create(
+            user=user,
+            conversation=locked,
+            spec=spec,
+            requested_model=model,
+            routed_by=routed_by,
+            candidates=[*history, prompt],
         )
         remember(reply)
         locked.save(update_fields=["updated_at"])

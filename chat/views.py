@@ -146,6 +146,7 @@ def _message_view(message: Message) -> dict[str, Any]:
         "cost_usd": _usd(message.cost) if message.cost is not None else "",
         # Shown as "This reply failed: <reason>. You were not charged." (or as a note on a
         # settled reply, e.g. usage billed on an estimate).
+        "error_code": message.error_code,
         "error": failure_reason(message.error_message)
         if message.status == Message.Status.FAILED
         else message.error_message.rstrip(". "),

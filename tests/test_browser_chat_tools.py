@@ -169,3 +169,65 @@ def test_image_button_under_auto_says_why_when_it_is_off(browser, live_server, m
     page.get_by_label("Model").select_option("demo")
     assert attach.is_enabled() and not help_text.is_visible()
     assert not page.problems, page.problems
+
+
+def test_regenerate_retry_a_cut_reply_and_edit_a_message(browser, live_server) -> None:  # noqa: F811
+    orm(lambda: funded_wallet(make_user(EMAIL, password=PASSWORD), 2_000_000))
+    page = open_page(browser)
+    log_in(page, live_server)
+    page.goto(live_server.url + "/chat/")
+    page.get_by_label("Model").select_option("demo")
+
+    # A reply the provider cut off: kept, charged for what came, and offered a Retry.
+    send_with_enter(page, "[demo:fail=cut] [demo:cut_after=4] [demo:tokens=30] Tell me more")
+    cut = last_reply(page)
+    settled(cut)
+    cut_id = int(cut.get_attribute("data-message-id"))
+    assert "cut off" in cut.locator(".msg-meta").inner_text()
+    retry = cut.get_by_role("button", name="Retry the cut-off reply")
+    assert retry.inner_text() == "Retry"
+    retry.click()
+    page.wait_for_function(
+        "id => { const a = [...document.querySelectorAll('article.msg-assistant')];"
+        " return a.length === 1 && a[0].dataset.messageId != id && a[0].querySelector('.meta-cost'); }",
+        arg=str(cut_id),
+    )
+    retried_id = int(last_reply(page).get_attribute("data-message-id"))
+    assert orm(lambda: Message.objects.get(pk=retried_id).retry_of_id) == cut_id
+    assert orm(lambda: Message.objects.get(pk=cut_id).superseded_at) is not None
+
+    # Any reply can be regenerated.
+    send_with_enter(page, "[demo:tokens=6] Another one")
+    page.wait_for_function("() => document.querySelectorAll('article.msg-assistant .meta-cost').length === 2")
+    second = last_reply(page)
+    second_id = int(second.get_attribute("data-message-id"))
+    second.get_by_role("button", name="Regenerate the reply").click()
+    page.wait_for_function(
+        "id => { const a = [...document.querySelectorAll('article.msg-assistant')];"
+        " return a.length === 2 && a[1].dataset.messageId != id && a[1].querySelector('.meta-cost'); }",
+        arg=str(second_id),
+    )
+    assert page.locator("article.msg-user").count() == 2
+
+    # Editing the first message replaces it and everything after it.
+    first_user = page.locator("article.msg-user").first
+    first_user.get_by_role("button", name="Edit what you wrote").click()
+    field = page.get_by_label("Edit your message")
+    assert field.evaluate("el => el === document.activeElement")
+    assert field.input_value().endswith("Tell me more")
+    field.fill("[demo:echo] A better question")
+    first_user.get_by_role("button", name="Send").click()
+    page.wait_for_function(
+        "() => { const a = document.querySelectorAll('article.msg-assistant');"
+        " return document.querySelectorAll('article.msg').length === 2 && a.length === 1"
+        " && a[0].querySelector('.meta-cost'); }"
+    )
+    assert page.locator("article.msg-user .msg-body").inner_text() == "[demo:echo] A better question"
+    assert last_reply(page).locator(".msg-body").inner_text().strip() == "A better question"
+    # The same after a reload: the replaced messages stay out of the conversation, but what
+    # the replaced replies cost stays charged.
+    page.reload()
+    assert page.locator("article.msg").count() == 2
+    charged = orm(lambda: list(Message.objects.filter(role="assistant", cost__gt=0).values_list("pk", flat=True)))
+    assert len(charged) == 5
+    assert not page.problems, page.problems

@@ -4,36 +4,62 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ModelSpec',
+            name="ModelSpec",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(max_length=60, unique=True)),
-                ('name', models.CharField(max_length=100)),
-                ('provider', models.CharField(max_length=40)),
-                ('upstream_id', models.CharField(max_length=120)),
-                ('base_url', models.URLField(max_length=300)),
-                ('api_key_env', models.CharField(blank=True, help_text='Environment variable holding the key; empty for the demo server.', max_length=80)),
-                ('input_price', models.DecimalField(decimal_places=4, help_text='USD per 1M input tokens', max_digits=10)),
-                ('output_price', models.DecimalField(decimal_places=4, help_text='USD per 1M output tokens', max_digits=10)),
-                ('context_window', models.PositiveIntegerField()),
-                ('max_output_tokens', models.PositiveIntegerField()),
-                ('image_input', models.BooleanField(default=False)),
-                ('tier', models.CharField(choices=[('cheap', 'Cheap'), ('flagship', 'Flagship'), ('other', 'Other')], default='other', max_length=10)),
-                ('is_demo', models.BooleanField(default=False)),
-                ('enabled', models.BooleanField(default=True)),
-                ('sort_order', models.PositiveSmallIntegerField(default=100)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("slug", models.SlugField(max_length=60, unique=True)),
+                ("name", models.CharField(max_length=100)),
+                ("provider", models.CharField(max_length=40)),
+                ("upstream_id", models.CharField(max_length=120)),
+                ("base_url", models.URLField(max_length=300)),
+                (
+                    "api_key_env",
+                    models.CharField(
+                        blank=True,
+                        help_text="Environment variable holding the key; empty for the demo server.",
+                        max_length=80,
+                    ),
+                ),
+                (
+                    "input_price",
+                    models.DecimalField(decimal_places=4, help_text="USD per 1M input tokens", max_digits=10),
+                ),
+                (
+                    "output_price",
+                    models.DecimalField(decimal_places=4, help_text="USD per 1M output tokens", max_digits=10),
+                ),
+                ("context_window", models.PositiveIntegerField()),
+                ("max_output_tokens", models.PositiveIntegerField()),
+                ("image_input", models.BooleanField(default=False)),
+                (
+                    "tier",
+                    models.CharField(
+                        choices=[("cheap", "Cheap"), ("flagship", "Flagship"), ("other", "Other")],
+                        default="other",
+                        max_length=10,
+                    ),
+                ),
+                ("is_demo", models.BooleanField(default=False)),
+                ("enabled", models.BooleanField(default=True)),
+                ("sort_order", models.PositiveSmallIntegerField(default=100)),
             ],
             options={
-                'ordering': ['sort_order', 'name'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('input_price__gte', 0), ('output_price__gte', 0)), name='model_prices_non_negative'), models.CheckConstraint(condition=models.Q(('max_output_tokens__gt', 0)), name='model_max_output_positive')],
+                "ordering": ["sort_order", "name"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("input_price__gte", 0), ("output_price__gte", 0)),
+                        name="model_prices_non_negative",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("max_output_tokens__gt", 0)), name="model_max_output_positive"
+                    ),
+                ],
             },
         ),
     ]

@@ -354,28 +354,50 @@
     if (!user && status !== "done" && status !== "cancelled") return;
     var body = article.querySelector(".msg-body");
     if (!user) decorateCode(body);
+    actions.querySelectorAll(".revise-button").forEach(function (b) { b.remove(); });
+    if (user && article.getAttribute("data-message-id")) {
+      actions.append(reviseButton("Edit", "Edit what you wrote", function () { startEdit(article); }));
+    } else if (!user) {
+      // A reply the provider cut off (a dropped stream, out of time) gets a Retry; any reply can
+      // be regenerated. Both ask for a new reply in its place.
+      var cut = article.getAttribute("data-error-code") === "incomplete";
+      actions.append(reviseButton(cut ? "Retry" : "Regenerate", cut ? "Retry the cut-off reply" : "Regenerate the reply",
+        function (button) { regenerate(article, button); }));
+    }
     if (!messageSource(article).trim()) return;
     actions.prepend(copyButton("Copy", user ? "Copy what you wrote" : "Copy the reply", function () {
       return messageSource(article);
     }));
   }
 
+  function reviseButton(label, name, onClick) {
+    var button = make("button", "link revise-button", label);
+    button.type = "button";
+    button.setAttribute("aria-label", name);
+    button.addEventListener("click", function () { onClick(button); });
+    return button;
+  }
+
   /* ---------- messages in the log ---------- */
 
   function hideEmptyState() { if (emptyState) emptyState.hidden = true; }
 
-  function appendUserMessage(text, attachmentUrl) {
+  function appendUserMessage(text, attachmentUrl, id) {
     hideEmptyState();
     var article = make("article", "msg msg-user");
+    if (id) {
+      article.id = "message-" + id;
+      article.setAttribute("data-message-id", id);
+    }
     article.append(make("span", "visually-hidden", "You said:"));
     var body = make("div", "msg-body", text);
     article.append(body);
-    if (attachmentUrl) {
+    [].concat(attachmentUrl || []).forEach(function (url) {
       var img = make("img", "msg-image");
-      img.src = attachmentUrl;
+      img.src = url;
       img.alt = "Image you attached";
       article.append(img);
-    }
+    });
     log.append(article);
     decorate(article);
     scrollToBottom();
@@ -495,6 +517,7 @@
       view.body.replaceChildren(make("p", "muted", "Stopped before any text was written."));
     }
     view.article.setAttribute("data-source", message.content || "");
+    view.article.setAttribute("data-error-code", (message.error && message.error.code) || "");
     view.actions.replaceChildren();
     renderMeta(view, message);
     decorate(view.article);
@@ -765,6 +788,121 @@
     });
   }
 
+  /* ---------- edit and regenerate ---------- */
+
+  // Both replace the conversation from a point on (chat/services.py): the messages after
+  // it leave the page, and the new reply streams in at the end.
+  function busyNotice() {
+    if (!state.active && !state.sending) return false;
+    showNotice("Wait for the current reply to finish, or stop it, first.");
+    return true;
+  }
+
+  function removeFrom(article) {
+    while (article.nextElementSibling) article.nextElementSibling.remove();
+    article.remove();
+  }
+
+  function regenerate(article, button) {
+    if (busyNotice()) return;
+    var id = article.getAttribute("data-message-id");
+    var path = "/messages/" + id + "/regenerate";
+    var body = {};
+    button.disabled = true;
+    hideAlert();
+    state.sending = true;
+    api("POST", path, body, sendKeyFor(path, body)).then(function (message) {
+      sendKeyDone();
+      state.sending = false;
+      removeFrom(article);
+      var view = appendAssistantMessage(message);
+      announce("Writing a new reply.");
+      input.focus();
+      streamReply(message.id, view);
+    }, function (err) {
+      sendKeyDone(err);
+      state.sending = false;
+      button.disabled = false;
+      showError(err);
+    });
+  }
+
+  function startEdit(article) {
+    if (busyNotice()) return;
+    var body = article.querySelector(".msg-body");
+    var actions = article.querySelector(".msg-actions");
+    var editForm = make("form", "edit-form");
+    var id = article.getAttribute("data-message-id");
+    var label = make("label", "visually-hidden", "Edit your message");
+    var field = make("textarea");
+    field.id = "edit-" + id;
+    field.rows = 3;
+    field.value = body.textContent;
+    label.htmlFor = field.id;
+    var note = make("p", "helptext", "Sending replaces this message and everything after it with a new reply " +
+      "from the model picked below. What earlier replies cost stays charged.");
+    var save = make("button", "small", "Send");
+    save.type = "submit";
+    var cancel = make("button", "secondary small", "Cancel");
+    cancel.type = "button";
+    var buttons = make("div", "edit-actions");
+    buttons.append(cancel, save);
+    editForm.append(label, field, note, buttons);
+    body.hidden = true;
+    actions.hidden = true;
+    article.classList.add("editing");
+    body.after(editForm);
+    field.focus();
+
+    function close() {
+      editForm.remove();
+      body.hidden = false;
+      actions.hidden = false;
+      article.classList.remove("editing");
+    }
+
+    cancel.addEventListener("click", function () {
+      close();
+      var edit = actions.querySelector(".revise-button");
+      if (edit) edit.focus();
+    });
+    field.addEventListener("keydown", function (e) {
+      if (e.key === "Escape") { e.preventDefault(); cancel.click(); }
+    });
+    editForm.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var content = field.value.trim();
+      if (!content || state.sending || state.active) return;
+      var option = select.options[select.selectedIndex];
+      if (!option || option.disabled) {
+        showNotice("Pick an available model first.");
+        return;
+      }
+      var path = "/messages/" + id + "/edit";
+      var payload = { content: content, model: select.value };
+      save.disabled = true;
+      state.sending = true;
+      hideAlert();
+      api("POST", path, payload, sendKeyFor(path, payload)).then(function (message) {
+        sendKeyDone();
+        state.sending = false;
+        var images = Array.prototype.map.call(article.querySelectorAll("img.msg-image"), function (img) { return img.src; });
+        removeFrom(article);
+        appendUserMessage(content, images, message.user_message);
+        var view = appendAssistantMessage(message);
+        moveConversationToTop(state.conversationId);
+        input.focus();
+        streamReply(message.id, view);
+      }, function (err) {
+        sendKeyDone(err);
+        state.sending = false;
+        save.disabled = false;
+        showError(err);
+        field.focus();
+      });
+    });
+  }
+
   /* ---------- sending ---------- */
 
   // One Idempotency-Key per message: sending the same message again after a network
@@ -873,7 +1011,7 @@
       input.value = "";
       sessionSet(draftKey(), "");
       clearAttachment();
-      appendUserMessage(content, attachment && attachment.dataUrl);
+      appendUserMessage(content, attachment && attachment.dataUrl, message.user_message);
       var view = appendAssistantMessage(message);
       moveConversationToTop(state.conversationId);
       state.sending = false;
