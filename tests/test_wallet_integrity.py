@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from tests.wallet_helpers import funded_wallet, immutability_lifted
 from wallet import digests
-from wallet.models import Account, Entry, Hold, Shortfall, Topup
+from wallet.models import Account, AuditCheckpoint, Entry, Hold, Shortfall, Topup
 from wallet.selectors import ledger_audit
 from wallet.services import wallet_credit, wallet_debit, wallet_hold, wallet_post, wallet_void
 
@@ -152,3 +152,37 @@ def test_an_expired_hold_with_usage_is_flagged(alice):
     wallet_post(hold=hold, amount=10)
     Hold.objects.filter(pk=hold.pk).update(status=Hold.Status.EXPIRED)
     assert any("which is expired, not posted" in p for p in ledger_audit())
+
+
+def test_the_incremental_audit_starts_from_each_wallets_checkpoint(alice, bob):
+    account = funded_wallet(alice, 1000)
+    funded_wallet(bob, 500)
+    assert ledger_audit(full=False) == []  # the first audit sets the checkpoints
+    point = AuditCheckpoint.objects.get(account=account)
+    first = Entry.objects.get(wallet=account)
+    assert (point.entry_id, point.digest, point.balance) == (first.pk, first.digest, 1000)
+
+    hold = wallet_hold(account=account, amount=100, idempotency_key="h")
+    wallet_post(hold=hold, amount=40)
+    with immutability_lifted():  # an old entry edited behind the application's back
+        _raw("UPDATE wallet_entry SET memo = 'edited' WHERE id = %s", [first.pk])
+    assert ledger_audit(full=False) == []  # only the new entry is verified, from the checkpoint
+    point.refresh_from_db()
+    assert (point.entry_id, point.balance) == (Entry.objects.get(hold=hold).pk, 960)
+    assert ledger_audit(full=True) == [
+        f"entry {first.pk} ({first.idempotency_key}): contents changed after it was written (digest chain broken)"
+    ]
+
+
+def test_the_incremental_audit_catches_a_new_entry_that_does_not_chain(alice):
+    account = funded_wallet(alice, 1000)
+    assert ledger_audit(full=False) == []
+    entry = wallet_credit(account=account, amount=5, kind=Entry.Kind.GRANT, idempotency_key="new")
+    with immutability_lifted():
+        _raw("UPDATE wallet_entry SET amount = 50 WHERE id = %s", [entry.pk])
+    _raw("UPDATE wallet_account SET balance = 1050 WHERE id = %s", [account.pk])
+    assert ledger_audit(full=False) == [
+        f"entry {entry.pk} (new): contents changed after it was written (digest chain broken)"
+    ]
+    checkpoint = AuditCheckpoint.objects.get(account=account)
+    assert checkpoint.entry_id < entry.pk  # a dirty audit moves no checkpoint

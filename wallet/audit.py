@@ -4,37 +4,82 @@ entries themselves promise. Each problem is a line naming what is wrong."""
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
-from django.db import connection
-from django.db.models import Sum
+from django.db import connection, transaction
+from django.db.models import F, Sum
+from django.db.models.functions import Coalesce
 
 from wallet import digests
-from wallet.models import Account, Entry, Hold, Shortfall, Takeback, Topup
+from wallet.models import Account, AuditCheckpoint, Entry, Hold, Shortfall, Takeback, Topup
 
 
-def ledger_audit() -> list[str]:
-    problems: list[str] = []
-    problems += _balances()
-    problems += _chains()
-    problems += _holds()
-    problems += _topups()
-    problems += _triggers()
+def ledger_audit(*, full: bool = True) -> list[str]:
+    """Every check, in one consistent snapshot of the database.
+
+    With `full=False`, each wallet's entries are verified from its checkpoint on (the
+    digest and balance a clean audit recorded there); a clean audit moves the
+    checkpoints to the newest entries either way.
+    """
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if connection.vendor == "postgresql" and outermost:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        checkpoints = {} if full else _checkpoints()
+        problems: list[str] = []
+        chain_problems, reached = _chains(checkpoints)
+        problems += _balances(checkpoints, reached)
+        problems += chain_problems
+        problems += _holds()
+        problems += _topups()
+        problems += _triggers()
+    if not problems:
+        _move_checkpoints(reached)
     return problems
+
+
+@dataclass(frozen=True)
+class _Point:
+    entry_id: int
+    digest: str
+    balance: int
+
+
+def _checkpoints() -> dict[int, _Point]:
+    return {
+        pk: _Point(entry_id, digest, balance)
+        for pk, entry_id, digest, balance in AuditCheckpoint.objects.values_list(
+            "account_id", "entry_id", "digest", "balance"
+        )
+    }
+
+
+def _move_checkpoints(reached: dict[int, _Point]) -> None:
+    AuditCheckpoint.objects.bulk_create(
+        [
+            AuditCheckpoint(account_id=pk, entry_id=p.entry_id, digest=p.digest, balance=p.balance)
+            for pk, p in reached.items()
+        ],
+        update_conflicts=True,
+        unique_fields=["account"],
+        update_fields=["entry_id", "digest", "balance", "checked_at"],
+        batch_size=5000,
+    )
 
 
 def _label(account: Account) -> str:
     return f"account {account.pk} ({account.user.email if account.user else account.code})"
 
 
-def _balances() -> list[str]:
+def _balances(checkpoints: dict[int, _Point], reached: dict[int, _Point]) -> list[str]:
     problems: list[str] = []
-    credited = dict(Entry.objects.values_list("credit_account_id").annotate(s=Sum("amount")).order_by())
-    debited = dict(Entry.objects.values_list("debit_account_id").annotate(s=Sum("amount")).order_by())
     pending = dict(
         Hold.objects.filter(status=Hold.Status.PENDING).values_list("account_id").annotate(s=Sum("amount")).order_by()
     )
     for account in Account.objects.filter(kind=Account.Kind.USER).select_related("user").iterator():
-        rebuilt = credited.get(account.pk, 0) - debited.get(account.pk, 0)
+        point = reached.get(account.pk) or checkpoints.get(account.pk)
+        rebuilt = point.balance if point else 0
         label = _label(account)
         if rebuilt != account.balance:
             problems.append(f"{label}: stored balance {account.balance} != {rebuilt} from entries")
@@ -47,66 +92,99 @@ def _balances() -> list[str]:
     return problems
 
 
-def _chains() -> list[str]:
-    """Each entry's digest chains its wallet's previous one; the last is the wallet's head."""
+def _chains(checkpoints: dict[int, _Point]) -> tuple[list[str], dict[int, _Point]]:
+    """Each entry's digest chains its wallet's previous one; the last is the wallet's head.
+
+    Returns the problems and, per wallet with entries past its checkpoint, the point
+    reached (newest entry, its digest, the balance the entries add up to)."""
     problems: list[str] = []
     misplaced = Entry.objects.exclude(wallet__kind=Account.Kind.USER).values_list("pk", "idempotency_key")
     for pk, key in misplaced:
         problems.append(f"entry {pk} ({key}): its chain is not a user wallet's")
-    heads = dict(Account.objects.filter(kind=Account.Kind.USER).values_list("pk", "chain_head"))
     if connection.vendor == "postgresql":
-        broken, last = _chains_in_postgres()
+        broken, reached = _chains_in_postgres(incremental=bool(checkpoints))
     else:
-        broken, last = _chains_in_python()
+        broken, reached = _chains_in_python(checkpoints)
     for pk, key in broken:
         problems.append(f"entry {pk} ({key}): contents changed after it was written (digest chain broken)")
-    for wallet_id, head in heads.items():
-        if last.get(wallet_id, "") != head:
+    for wallet_id, head in Account.objects.filter(kind=Account.Kind.USER).values_list("pk", "chain_head"):
+        point = reached.get(wallet_id) or checkpoints.get(wallet_id)
+        if (point.digest if point else "") != head:
             problems.append(f"account {wallet_id}: chain head does not match its newest entry")
-    return problems
+    return problems, reached
 
 
-def _chains_in_python() -> tuple[list[tuple[int, str]], dict[int, str]]:
+def _chains_in_python(checkpoints: dict[int, _Point]) -> tuple[list[tuple[int, str]], dict[int, _Point]]:
     broken: list[tuple[int, str]] = []
-    last: dict[int, str] = defaultdict(str)
-    for entry in Entry.objects.order_by("wallet_id", "pk").iterator(chunk_size=5000):
+    reached: dict[int, _Point] = {}
+    since = min((p.entry_id for p in checkpoints.values()), default=0)
+    for entry in Entry.objects.filter(pk__gt=since).order_by("wallet_id", "pk").iterator(chunk_size=5000):
+        start = checkpoints.get(entry.wallet_id)
+        if start is not None and entry.pk <= start.entry_id:
+            continue
+        last = reached.get(entry.wallet_id) or start or _Point(0, "", 0)
         on_wallet = entry.wallet_id in (entry.debit_account_id, entry.credit_account_id)
-        if entry.digest != entry.chained_digest(last[entry.wallet_id]) or not on_wallet:
+        if entry.digest != entry.chained_digest(last.digest) or not on_wallet:
             broken.append((entry.pk, entry.idempotency_key))
-        last[entry.wallet_id] = entry.digest
-    return broken, dict(last)
+        signed = entry.amount if entry.credit_account_id == entry.wallet_id else -entry.amount
+        reached[entry.wallet_id] = _Point(entry.pk, entry.digest, last.balance + signed)
+    return broken, reached
 
 
-def _chains_in_postgres() -> tuple[list[tuple[int, str]], dict[int, str]]:
-    # The database recomputes every link; only the broken ones and each chain's end
-    # come back, so ten million entries never cross the wire.
-    expected = digests.CHAIN_SQL.format(previous="coalesce(lag(e.digest) OVER w, '')", content=digests.CONTENT_SQL)
+def _chains_in_postgres(*, incremental: bool) -> tuple[list[tuple[int, str]], dict[int, _Point]]:
+    # The database recomputes every link; only the broken ones and each wallet's end
+    # come back, so millions of entries never cross the wire.
+    expected = digests.CHAIN_SQL.format(
+        previous="coalesce(lag(e.digest) OVER w, c.digest, '')", content=digests.CONTENT_SQL
+    )
+    since = """
+        FROM wallet_entry e
+        LEFT JOIN wallet_auditcheckpoint c ON c.account_id = e.wallet_id AND %(incremental)s
+        WHERE e.id > coalesce(c.entry_id, 0)
+    """
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             SELECT id, idempotency_key FROM (
                 SELECT e.id, e.idempotency_key, e.digest, {expected} AS expected,
                        e.wallet_id IN (e.debit_account_id, e.credit_account_id) AS on_wallet
-                FROM wallet_entry e
+                {since}
                 WINDOW w AS (PARTITION BY e.wallet_id ORDER BY e.id)
             ) links
             WHERE digest <> expected OR NOT on_wallet
             ORDER BY id
-            """
+            """,
+            {"incremental": incremental},
         )
         broken = [(pk, key) for pk, key in cursor.fetchall()]
-        cursor.execute("SELECT DISTINCT ON (wallet_id) wallet_id, digest FROM wallet_entry ORDER BY wallet_id, id DESC")
-        last = dict(cursor.fetchall())
-    return broken, last
+        cursor.execute(
+            f"""
+            SELECT e.wallet_id, max(e.id),
+                   coalesce(max(c.balance), 0)
+                   + sum(CASE WHEN e.credit_account_id = e.wallet_id THEN e.amount ELSE -e.amount END)
+            {since}
+            GROUP BY e.wallet_id
+            """,
+            {"incremental": incremental},
+        )
+        ends = cursor.fetchall()
+        cursor.execute("SELECT id, digest FROM wallet_entry WHERE id = ANY(%s)", [[last for _, last, _ in ends]])
+        digest_of = dict(cursor.fetchall())
+    reached = {wallet_id: _Point(last, digest_of[last], balance) for wallet_id, last, balance in ends}
+    return broken, reached
 
 
 def _holds() -> list[str]:
     problems: list[str] = []
-    usage = dict(Entry.objects.filter(hold__isnull=False).values_list("hold_id", "amount"))
-    posted = Hold.objects.filter(status=Hold.Status.POSTED).values_list("pk", "posted_amount")
-    for hold_id, amount in posted.iterator():
-        if usage.get(hold_id, 0) != amount:
-            problems.append(f"hold {hold_id}: posted {amount} but its entry says {usage.get(hold_id, 0)}")
+    # Set-based: the database compares each posted hold with its entry.
+    posted = (
+        Hold.objects.filter(status=Hold.Status.POSTED)
+        .annotate(entered=Coalesce("entry__amount", 0))
+        .exclude(entered=F("posted_amount"))
+        .values_list("pk", "posted_amount", "entered")
+    )
+    for hold_id, amount, entered in posted:
+        problems.append(f"hold {hold_id}: posted {amount} but its entry says {entered}")
     unposted = Entry.objects.filter(hold__isnull=False).exclude(hold__status=Hold.Status.POSTED)
     for pk, hold_id, status in unposted.values_list("pk", "hold_id", "hold__status"):
         problems.append(f"entry {pk}: usage on hold {hold_id}, which is {status}, not posted")

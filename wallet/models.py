@@ -330,3 +330,18 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_id} {self.type} ({self.status})"
+
+
+class AuditCheckpoint(models.Model):
+    """How far the audit has verified a wallet: its entries up to `entry_id`, the chain's
+    digest there and the balance they add up to. The next audit verifies only newer
+    entries, starting from these; `wallet audit --full` starts from nothing."""
+
+    account = models.OneToOneField(Account, on_delete=models.PROTECT, primary_key=True, related_name="audit_checkpoint")
+    entry_id = models.BigIntegerField()
+    digest = models.CharField(max_length=64)
+    balance = models.BigIntegerField()
+    checked_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"audited {self.account_id} up to entry {self.entry_id}"

@@ -4,15 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('wallet', '0007_system_accounts'),
+        ("wallet", "0007_system_accounts"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='topup',
-            name='status',
-            field=models.CharField(choices=[('created', 'Awaiting payment'), ('pending', 'Payment processing'), ('paid', 'Paid'), ('failed', 'Failed'), ('expired', 'Expired (not paid)'), ('cancelled', 'Cancelled (not paid)'), ('refunded', 'Refunded'), ('partially_refunded', 'Partially refunded'), ('disputed', 'Disputed'), ('dispute_lost', 'Dispute lost')], default='created', max_length=20),
+            model_name="topup",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("created", "Awaiting payment"),
+                    ("pending", "Payment processing"),
+                    ("paid", "Paid"),
+                    ("failed", "Failed"),
+                    ("expired", "Expired (not paid)"),
+                    ("cancelled", "Cancelled (not paid)"),
+                    ("refunded", "Refunded"),
+                    ("partially_refunded", "Partially refunded"),
+                    ("disputed", "Disputed"),
+                    ("dispute_lost", "Dispute lost"),
+                ],
+                default="created",
+                max_length=20,
+            ),
         ),
     ]

@@ -24,13 +24,16 @@ class Command(BaseCommand):
             help="Idempotency key; repeating it grants once. Default: derived from the email, "
             "credits and reason, so rerunning the same command grants once.",
         )
-        sub.add_parser("audit", help="Rebuild every balance from the entries; exit 1 on any mismatch.")
+        audit = sub.add_parser(
+            "audit", help="Verify the entries since the last clean audit, and every balance; exit 1 on any mismatch."
+        )
+        audit.add_argument("--full", action="store_true", help="Verify every entry from the first one.")
 
     def handle(self, *args: object, action: str, **options: object) -> None:
         if action == "grant":
             self._grant(**options)
         else:
-            self._audit()
+            self._audit(full=bool(options.get("full")))
 
     def _grant(self, *, email: str, credits: int, reason: str, key: str | None, **_: object) -> None:
         user = get_user_model().objects.filter(email__iexact=email).first()
@@ -60,8 +63,8 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"{entry.kind} of {entry.amount} credits to {email}; balance now {balance}.")
 
-    def _audit(self) -> None:
-        problems = ledger_audit()
+    def _audit(self, *, full: bool) -> None:
+        problems = ledger_audit(full=full)
         if problems:
             for problem in problems:
                 self.stderr.write(f"MISMATCH {problem}")
