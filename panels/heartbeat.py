@@ -67,6 +67,14 @@ def _loop(hostname: str, stop: threading.Event) -> None:
                 log.exception("models check failed")
             finally:
                 close_old_connections()
+            try:
+                from wallet.alerts import wallet_emails_sweep
+
+                wallet_emails_sweep()  # low-balance alerts, and receipts whose task was lost
+            except Exception:
+                log.exception("wallet emails sweep failed")
+            finally:
+                close_old_connections()
         stop.wait(HEARTBEAT_EVERY)
 
 

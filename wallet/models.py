@@ -273,6 +273,7 @@ class Topup(models.Model):
     # When an operator resolved the freeze a lost dispute left: it then holds no freeze.
     dispute_reviewed_at = models.DateTimeField(null=True, blank=True)
     credited_at = models.DateTimeField(null=True, blank=True)
+    receipt_emailed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -345,3 +346,20 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"audited {self.account_id} up to entry {self.entry_id}"
+
+
+class BalanceAlert(models.Model):
+    """A user's low-balance email: sent once when the available balance falls below the
+    threshold, re-armed when it is back at or above it (wallet/alerts.py)."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, primary_key=True, related_name="balance_alert")
+    threshold = models.BigIntegerField(help_text="Credits; the email goes out below this available balance.")
+    armed = models.BooleanField(default=True, help_text="Off after an email, until the balance is back up.")
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(threshold__gt=0), name="balance_alert_threshold_positive")]
+
+    def __str__(self) -> str:
+        return f"low-balance alert below {self.threshold} for {self.account}"

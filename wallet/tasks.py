@@ -9,6 +9,13 @@ from wallet.services import holds_expire as _holds_expire
 log = logging.getLogger(__name__)
 
 
+@shared_task(name="wallet.tasks.topup_receipt_email", ignore_result=True, acks_late=True)
+def topup_receipt_email(topup_id: int) -> bool:
+    from wallet.alerts import topup_receipt_send
+
+    return topup_receipt_send(topup_id=topup_id)
+
+
 @shared_task(name="wallet.tasks.holds_expire", ignore_result=True)
 def holds_expire() -> int:
     count = _holds_expire()

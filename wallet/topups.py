@@ -25,6 +25,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from wallet import stripe_client
+from wallet.alerts import topup_receipt_queue
 from wallet.models import Account, Entry, Shortfall, Topup
 from wallet.services import (
     credits_for_cents,
@@ -283,6 +284,8 @@ def topup_fulfil(
             memo=f"Top-up ${topup.amount_usd}",
         )
         topup.credited_at = timezone.now()
+        credited_id = topup.pk
+        transaction.on_commit(lambda: topup_receipt_queue(topup_id=credited_id))
         if topup.status in (
             Topup.Status.CREATED,
             Topup.Status.PENDING,

@@ -3,11 +3,12 @@ from __future__ import annotations
 from django.conf import settings
 from django.urls import path
 
-from wallet import topup_views, views
+from wallet import alert_views, topup_views, views
 
 urlpatterns = [
     path("", views.wallet, name="wallet"),
     path("export.csv", views.wallet_export, name="wallet_export"),
+    path("alerts/", alert_views.balance_alert, name="wallet_alert"),
     path("topup/", topup_views.topup, name="topup"),
     path("topup/<int:topup_id>/done/", topup_views.topup_done, name="topup_done"),
 ]

@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 
-from wallet.models import Entry
+from wallet.models import BalanceAlert, Entry
 from wallet.selectors import entries_for_user, topups_for_user, wallet_summary
 from wallet.services import credits_to_usd
 from wallet.topups import topups_expire_stale
@@ -50,6 +50,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
             "rows": rows,
             "topups": topups_for_user(user=request.user)[:20],
             "topup_url": reverse("topup"),
+            "alert": BalanceAlert.objects.filter(account__user=request.user).first(),
         },
     )
 

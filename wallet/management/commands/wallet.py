@@ -28,10 +28,18 @@ class Command(BaseCommand):
             "audit", help="Verify the entries since the last clean audit, and every balance; exit 1 on any mismatch."
         )
         audit.add_argument("--full", action="store_true", help="Verify every entry from the first one.")
+        sub.add_parser(
+            "emails", help="Send due low-balance alerts and unsent top-up receipts (workers do it each minute)."
+        )
 
     def handle(self, *args: object, action: str, **options: object) -> None:
         if action == "grant":
             self._grant(**options)
+        elif action == "emails":
+            from wallet.alerts import wallet_emails_sweep
+
+            sent = wallet_emails_sweep()
+            self.stdout.write(f"{sent['alerts']} low-balance alerts and {sent['receipts']} receipts sent.")
         else:
             self._audit(full=bool(options.get("full")))
 
