@@ -54,14 +54,14 @@ def _spend(account_ids: list[int], seconds: float, seed: int, start_at: float, b
     deadline = time.time() + seconds
 
     def pairs(thread_seed: int) -> int:
-        from wallet.batching import wallet_post_batched
+        from wallet.batching import wallet_hold_batched, wallet_post_batched
 
         local = random.Random(thread_seed)
         done = 0
         try:
             while time.time() < deadline:
                 account = accounts[local.randrange(len(accounts))]
-                hold = wallet_hold(account=account, amount=100, idempotency_key=f"bench:{uuid.uuid4()}")
+                hold = wallet_hold_batched(account=account, amount=100, idempotency_key=f"bench:{uuid.uuid4()}")
                 wallet_post_batched(hold=hold, amount=60)
                 done += 1
         finally:
