@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import send_keys, services, streams
-from chat.errors import ChatError
+from chat.errors import ChatError, TooManyReplies
 from chat.markdown import render_markdown
 from chat.models import Message
 from chat.selectors import (
@@ -39,6 +39,13 @@ def _api_error(exc: Exception) -> Exception:
         )
     if isinstance(exc, WalletFrozen):
         return ApiError(code="wallet_frozen", message=str(exc), status_code=status.HTTP_403_FORBIDDEN)
+    if isinstance(exc, TooManyReplies):
+        return ApiError(
+            code=exc.code,
+            message=exc.message,
+            status_code=exc.status,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     if isinstance(exc, ChatError):
         return ApiError(code=exc.code, message=exc.message, status_code=exc.status)
     return exc
@@ -296,7 +303,10 @@ _SEND_ERRORS = {
     403: OpenApiResponse(description="wallet_frozen"),
     404: _ERRORS[404],
     409: OpenApiResponse(description="idempotency_key_reused: the Idempotency-Key came with another request"),
-    429: OpenApiResponse(description="Too many messages; slow down"),
+    429: OpenApiResponse(
+        description="rate_limited: too many messages, slow down; too_many_replies: as many replies are already "
+        "running as a user may have (MAX_REPLIES_IN_FLIGHT_PER_USER), wait for one to finish; nothing was stored"
+    ),
     503: OpenApiResponse(description="service_unavailable: the reply could not be queued; nothing was charged"),
 }
 

@@ -37,3 +37,11 @@ class Conflict(ChatError):
 class ServiceUnavailable(ChatError):
     status = 503
     code = "service_unavailable"
+
+
+class TooManyReplies(ChatError):
+    """The user already has MAX_REPLIES_IN_FLIGHT_PER_USER replies queued or streaming."""
+
+    status = 429
+    code = "too_many_replies"
+    retry_after = 5

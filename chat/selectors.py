@@ -47,3 +47,12 @@ def conversation_messages(*, conversation: Conversation) -> QuerySet[Message]:
 
 def messages_running(*, conversation: Conversation) -> bool:
     return conversation.messages.filter(status__in=[Message.Status.QUEUED, Message.Status.STREAMING]).exists()
+
+
+def replies_in_flight(*, user: AbstractBaseUser) -> int:
+    """The user's replies queued or streaming, in every conversation."""
+    return Message.objects.filter(
+        conversation__user=user,
+        role=Message.Role.ASSISTANT,
+        status__in=[Message.Status.QUEUED, Message.Status.STREAMING],
+    ).count()

@@ -10,17 +10,18 @@ from __future__ import annotations
 import logging
 import re
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
 from chat import providers, streams
 from chat.costs import reply_cost
-from chat.errors import Conflict, Gone, InvalidMessage, ModelUnavailable, ServiceUnavailable
+from chat.errors import Conflict, Gone, InvalidMessage, ModelUnavailable, ServiceUnavailable, TooManyReplies
 from chat.models import Conversation, Message, ModelSpec
 from chat.router import RouteDecision
 from chat.routing import auto_decide, route_for_message
-from chat.selectors import messages_running
+from chat.selectors import messages_running, replies_in_flight
 from chat.send_keys import Remember, send_once
 from chat.tokens import REPLY_PRIMING_TOKENS, model_message_tokens
 from chat.usage_records import usage_keep_for_deletion
@@ -208,6 +209,22 @@ def _reply_create(
     return reply
 
 
+def _check_in_flight(user: AbstractBaseUser) -> None:
+    """Refuse a reply past the user's cap on replies queued or streaming (the new one counted).
+
+    Called after the hold, which locks the user's wallet row until commit: two sends of
+    one user count in turn, so the cap is exact. It also keeps the queue fair: no user
+    has more than the cap waiting in Celery, so one user's many slow replies cannot hold
+    the worker pool while another user's reply waits.
+    """
+    cap = settings.MAX_REPLIES_IN_FLIGHT_PER_USER
+    if cap and replies_in_flight(user=user) > cap:
+        raise TooManyReplies(
+            f"You already have {cap} {'reply' if cap == 1 else 'replies'} running, the most at once. "
+            "Wait for one to finish (or stop one), then send again."
+        )
+
+
 def _enqueue_after_commit(reply: Message) -> list[Exception]:
     """Queue the reply once the transaction commits; a broker that is down fails it cleanly."""
     failures: list[Exception] = []
@@ -302,6 +319,7 @@ def _send(
             routed_by=routed_by,
             candidates=[*history, prompt],
         )
+        _check_in_flight(user)
         remember(reply)
         if not locked.title:
             locked.title = _title_from(content)
@@ -358,6 +376,7 @@ def _retry(*, user: AbstractBaseUser, message: Message, remember: Remember) -> M
             candidates=history,
             retry_of=message,
         )
+        _check_in_flight(user)
         remember(reply)
         locked.save(update_fields=["updated_at"])
         failures = _enqueue_after_commit(reply)
@@ -435,6 +454,7 @@ def _regenerate(*, user: AbstractBaseUser, message: Message, model: str, remembe
             candidates=history,
             retry_of=message,
         )
+        _check_in_flight(user)
         remember(reply)
         locked.save(update_fields=["updated_at"])
         failures = _enqueue_after_commit(reply)
@@ -479,6 +499,7 @@ def _edit(*, user: AbstractBaseUser, message: Message, content: str, model: str,
             routed_by=routed_by,
             candidates=[*history, prompt],
         )
+        _check_in_flight(user)
         remember(reply)
         locked.save(update_fields=["updated_at"])
         failures = _enqueue_after_commit(reply)

@@ -18,12 +18,21 @@ log = logging.getLogger(__name__)
 class ApiError(exceptions.APIException):
     """A domain error with its own code and status, raised from views."""
 
-    def __init__(self, *, code: str, message: str, status_code: int = 400, extra: dict | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        code: str,
+        message: str,
+        status_code: int = 400,
+        extra: dict | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail=message, code=code)
         self.status_code = status_code
         self.code = code
         self.message = message
         self.extra = extra or {}
+        self.headers = headers or {}
 
 
 _CODES = {
@@ -57,7 +66,7 @@ def error_body(code: str, message: str, **extra: Any) -> dict:
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ApiError):
-        return Response(error_body(exc.code, exc.message, **exc.extra), status=exc.status_code)
+        return Response(error_body(exc.code, exc.message, **exc.extra), status=exc.status_code, headers=exc.headers)
     if isinstance(exc, (OperationalError, InterfaceError)):
         # The database is unreachable (a restart, a failover) or the connection broke: the
         # transaction rolled back, so the client may try again in a moment.

@@ -311,6 +311,9 @@ MODELS_CHECK_SECONDS = envint("MODELS_CHECK_SECONDS", 3600)
 TIKTOKEN_CACHE_DIR = envstr("TIKTOKEN_CACHE_DIR", str(BASE_DIR / "var" / "tiktoken"))
 MODEL_TIMEOUT_SECONDS = envint("MODEL_TIMEOUT_SECONDS", 120)
 MODEL_FIRST_TOKEN_RETRIES = envint("MODEL_FIRST_TOKEN_RETRIES", 3)
+# Replies one user may have queued or streaming at once (0: no cap). Past it a send is a
+# 429; it also bounds what one user can put in the Celery queue ahead of others.
+MAX_REPLIES_IN_FLIGHT_PER_USER = envint("MAX_REPLIES_IN_FLIGHT_PER_USER", 4)
 REPLY_STREAM_TTL_SECONDS = envint("REPLY_STREAM_TTL_SECONDS", 3600)
 # The OpenAI-compatible API (/v1/): prompts and replies are not stored unless this is on.
 API_STORE_CONTENT = envbool("API_STORE_CONTENT", False)

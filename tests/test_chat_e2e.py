@@ -186,7 +186,8 @@ def test_a_reconnect_with_last_event_id_loses_and_repeats_nothing(api, conversat
     assert [e.kind for e in again] == ["done"]
 
 
-def test_thirty_concurrent_sends_from_a_wallet_that_affords_five(chat_catalog, celery_worker):  # noqa: F811
+def test_thirty_concurrent_sends_from_a_wallet_that_affords_five(chat_catalog, celery_worker, settings):  # noqa: F811
+    settings.MAX_REPLIES_IN_FLIGHT_PER_USER = 0  # the wallet, not the cap on replies in flight, is under test
     carol = make_user("carol@example.com")
     content = "[demo:tokens=5][demo:ttft=2500] go"
     demo = ModelSpec.objects.get(slug="demo")

@@ -166,8 +166,9 @@ def test_exactly_the_limit_passes_when_hundreds_check_at_once(alice, monkeypatch
 
 @pytest.mark.money
 @pytest.mark.django_db(transaction=True)
-def test_parallel_sends_pass_exactly_the_limit(alice, chat_catalog, monkeypatch):  # noqa: F811
+def test_parallel_sends_pass_exactly_the_limit(alice, chat_catalog, monkeypatch, settings):  # noqa: F811
     monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "send", "5/min")
+    settings.MAX_REPLIES_IN_FLIGHT_PER_USER = 0  # the rate limit, not the cap on replies in flight
     funded_wallet(alice, 1_000_000)
     conversations = [Conversation.objects.create(user=alice) for _ in range(16)]
     barrier = threading.Barrier(16)
