@@ -23,8 +23,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Sum, When
-from django.db.models.functions import Coalesce
+from django.db.models import Sum
 from django.utils import timezone
 
 from chat.errors import ModelUnavailable
@@ -36,6 +35,7 @@ from openai_api import shapes
 from openai_api.errors import OpenAIError
 from openai_api.models import ApiCall
 from openai_api.request import CompletionRequest, parse
+from openai_api.selectors import SPENT
 from openai_api.upstream import Usage
 from panels.models import ApiKey
 from wallet.errors import HoldNotPending, InsufficientCredits, WalletFrozen
@@ -114,10 +114,7 @@ def key_spent(*, api_key: ApiKey, since: dt.datetime | None = None) -> int:
     calls = ApiCall.objects.filter(api_key=api_key).exclude(status=ApiCall.Status.REFUSED)
     if since is not None:
         calls = calls.filter(created_at__gte=since)
-    total = calls.aggregate(
-        spent=Sum(Case(When(status=ApiCall.Status.STREAMING, then=F("reserved")), default=Coalesce(F("cost"), 0)))
-    )["spent"]
-    return int(total or 0)
+    return int(calls.aggregate(spent=Sum(SPENT))["spent"] or 0)
 
 
 # --- begin ------------------------------------------------------------------------

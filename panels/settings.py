@@ -267,7 +267,8 @@ REST_FRAMEWORK = {
 RATE_LIMIT_PREFIX = envstr("RATE_LIMIT_PREFIX", "panels:rate")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Panels API",
-    "DESCRIPTION": "Pay-per-use AI chat: wallet, top-ups, conversations and messages.",
+    "DESCRIPTION": "Pay-per-use AI chat: wallet, top-ups, conversations and messages. "
+    "The OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models) is documented in docs/openai-api.md.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,

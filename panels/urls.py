@@ -13,6 +13,7 @@ urlpatterns = [
     path("accounts/profile/delete/", views.account_delete, name="account_delete"),
     path("accounts/profile/keys/", views.apikey_create, name="apikey_create"),
     path("accounts/profile/keys/<str:prefix>/revoke/", views.apikey_revoke, name="apikey_revoke"),
+    path("accounts/profile/keys/<str:prefix>/limit/", views.apikey_limit, name="apikey_limit"),
     path("accounts/", include("allauth.urls")),
     path("wallet/", include("wallet.urls")),
     path("", include("chat.urls")),

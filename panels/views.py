@@ -1,15 +1,21 @@
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from chat.pricing_views import DEFAULTS, reference_rows
 from chat.selectors import models_catalog
+from openai_api.selectors import key_usage
 from panels.health import health_report
 from panels.models import ApiKey
 from panels.services import AccountBusy, user_delete
@@ -31,12 +37,36 @@ def healthz(request: HttpRequest) -> JsonResponse:
 def _account_page(
     request: HttpRequest, *, new_key: str | None = None, key_error: str = "", status: int = 200
 ) -> HttpResponse:
+    keys = [(key, key_usage(api_key=key)) for key in request.user.api_keys.all()]
     return render(
         request,
         "account/profile.html",
-        {"api_keys": request.user.api_keys.all(), "new_key": new_key, "key_error": key_error},
+        {"api_keys": keys, "new_key": new_key, "key_error": key_error, "periods": ApiKey.LimitPeriod.choices},
         status=status,
     )
+
+
+def _limit_fields(data) -> dict:
+    """Spend limit (entered in USD, kept in credits), its period, and an expiry in days."""
+    fields: dict = {}
+    raw = data.get("limit_usd", "").strip()
+    try:
+        usd = Decimal(raw) if raw else None
+    except InvalidOperation:
+        raise ValueError("The spend limit must be an amount in dollars, e.g. 5 or 0.50.") from None
+    if usd is not None and (not usd.is_finite() or usd < 0 or usd > 100_000):
+        raise ValueError("The spend limit must be between $0 and $100,000.")
+    fields["spend_limit"] = None if usd is None else int(usd * settings.CREDITS_PER_USD)
+    period = data.get("limit_period", ApiKey.LimitPeriod.TOTAL)
+    if period not in ApiKey.LimitPeriod.values:
+        raise ValueError("Pick a limit period: per day, per month or in total.")
+    fields["limit_period"] = period
+    days = data.get("expires_days", "").strip()
+    if days:
+        if not days.isdigit() or not 1 <= int(days) <= 3650:
+            raise ValueError("The expiry must be a whole number of days from 1 to 3650.")
+        fields["expires_at"] = timezone.now() + dt.timedelta(days=int(days))
+    return fields
 
 
 # The new key rides to its owner's browser in a short-lived signed cookie for the
@@ -67,7 +97,11 @@ def apikey_create(request: HttpRequest) -> HttpResponse:
     if "\x00" in name:
         # PostgreSQL can't store NUL in text: refused here rather than a 500 at the insert.
         return _account_page(request, key_error="A key name may not contain a NUL character.", status=400)
-    _, secret = ApiKey.issue(user=request.user, name=name)
+    try:
+        fields = _limit_fields(request.POST)
+    except ValueError as exc:
+        return _account_page(request, key_error=str(exc), status=400)
+    _, secret = ApiKey.issue(user=request.user, name=name, **fields)
     # Post/redirect/get: reloading the page afterwards makes no second key.
     response = redirect("account_profile")
     response.set_signed_cookie(
@@ -81,6 +115,20 @@ def apikey_create(request: HttpRequest) -> HttpResponse:
         samesite="Strict",
     )
     return response
+
+
+@login_required
+@require_POST
+def apikey_limit(request: HttpRequest, prefix: str) -> HttpResponse:
+    key = get_object_or_404(ApiKey, user=request.user, prefix=prefix)
+    try:
+        fields = _limit_fields(request.POST)
+    except ValueError as exc:
+        return _account_page(request, key_error=str(exc), status=400)
+    fields.pop("expires_at", None)  # an expiry is set when the key is made
+    ApiKey.objects.filter(pk=key.pk).update(**fields)
+    messages.success(request, f"API key pnl_{key.prefix}_…: limit set to {ApiKey(**fields).limit_label}.")
+    return redirect("account_profile")
 
 
 @login_required

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Panels side by side with the LiteLLM proxy, one run on this machine (bench/compare.py):
+# throwaway PostgreSQL with durable commits and Redis, the demo model server (no delay
+# of its own), the LiteLLM proxy in front of it (installed into bench/.litellm-venv: a
+# benchmark-only dependency, never in requirements), and Panels: one uvicorn web process
+# (the /v1 path and the chat API) and one Celery worker (the chat path's replies).
+# Arguments go to bench/compare.py (e.g. --runs 50 --seconds 5).
+set -euo pipefail
+source "$(dirname "$0")/../scripts/lib.sh"
+cd "$ROOT"
+ensure_apt redis-server redis-server
+ensure_apt postgresql "$(pg_bindir)/initdb"
+ensure_venv requirements-dev.txt
+
+LITELLM_VERSION=1.110.2
+LITELLM_VENV="$ROOT/bench/.litellm-venv"
+if [ ! -x "$LITELLM_VENV/bin/litellm" ] || ! "$LITELLM_VENV/bin/pip" show litellm 2>/dev/null | grep -q "^Version: $LITELLM_VERSION$"; then
+  log "installing the LiteLLM proxy $LITELLM_VERSION into bench/.litellm-venv"
+  python3 -m venv "$LITELLM_VENV"
+  "$LITELLM_VENV/bin/pip" install -q --disable-pip-version-check "litellm[proxy]==$LITELLM_VERSION"
+fi
+
+TMP=$(mktemp -d /tmp/panels-compare.XXXXXX); chmod 755 "$TMP"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  stop_redis "$TMP/redis"; stop_postgres "$TMP/pg"; rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+PG_PORT=$(free_port); REDIS_PORT=$(free_port); WEB_PORT=$(free_port); DEMO_PORT=$(free_port); LITELLM_PORT=$(free_port)
+PG_DURABLE=1 PG_MAX_CONNECTIONS=400 start_postgres "$PG_PORT" "$TMP/pg"
+start_redis "$REDIS_PORT" "$TMP/redis"
+"$(pg_bindir)/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres panels
+durable=$("$(pg_bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atc "SHOW fsync" panels)/$("$(pg_bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atc "SHOW synchronous_commit" panels)
+export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/panels"
+export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+export DEMO_MODEL_URL="http://127.0.0.1:$DEMO_PORT/v1"
+export DEBUG=false LOG_LEVEL=WARNING RATE_SEND=1000000/min DB_POOL_MAX_SIZE=${DB_POOL_MAX_SIZE:-40}
+
+"$PY" manage.py migrate -v0
+"$PY" manage.py createcachetable
+"$PY" manage.py load_catalog >/dev/null
+"$PY" manage.py shell -c "
+from django.contrib.auth import get_user_model
+from allauth.account.models import EmailAddress
+from wallet.services import wallet_for_user, wallet_grant
+u = get_user_model().objects.create_user(username='bench', email='bench@example.com', password='x')
+EmailAddress.objects.create(user=u, email=u.email, verified=True, primary=True)
+wallet_grant(account=wallet_for_user(user=u), amount=10**13, reason='benchmark', actor='bench', idempotency_key='bench')
+"
+KEY=$("$PY" manage.py apikey create bench@example.com)
+
+cat >"$TMP/litellm.yaml" <<YAML
+model_list:
+  - model_name: demo
+    litellm_params:
+      model: openai/demo
+      api_base: $DEMO_MODEL_URL
+      api_key: demo
+general_settings:
+  master_key: sk-bench
+YAML
+
+"$PY" -m chat.demo_server --host 127.0.0.1 --port "$DEMO_PORT" --quiet &
+pids+=($!)
+"$VENV/bin/celery" -A panels worker -P threads -c "${WORKER_THREADS:-200}" --without-gossip --without-mingle \
+  --without-heartbeat -l WARNING >"$TMP/worker.log" 2>&1 &
+pids+=($!)
+"$VENV/bin/uvicorn" panels.asgi:application --host 127.0.0.1 --port "$WEB_PORT" --log-level warning --workers 1 \
+  --no-access-log --timeout-keep-alive 30 >"$TMP/web.log" 2>&1 &
+pids+=($!)
+(cd "$TMP" && LITELLM_LOG=ERROR "$LITELLM_VENV/bin/litellm" --config "$TMP/litellm.yaml" --host 127.0.0.1 \
+  --port "$LITELLM_PORT" --num_workers 1 >"$TMP/litellm.log" 2>&1) &
+pids+=($!)
+wait_port "$WEB_PORT" 300; wait_port "$DEMO_PORT" 100; wait_port "$LITELLM_PORT" 600
+sleep 3
+MACHINE="$(nproc) cores, $(free -g | awk '/Mem/{print $2}') GB, $(uname -m); PostgreSQL fsync/synchronous_commit $durable"
+echo "machine: $MACHINE; $(date -u +%Y-%m-%d)"
+"$PY" bench/compare.py --demo "$DEMO_MODEL_URL" --litellm "http://127.0.0.1:$LITELLM_PORT/v1" \
+  --panels "http://127.0.0.1:$WEB_PORT" --key "$KEY" --machine "$MACHINE" "$@"
