@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -37,6 +38,7 @@ class ApiKeyListApi(APIView):
 
     serializer_class = OutputSerializer
 
+    @extend_schema(responses=OutputSerializer(many=True), summary="The caller's API keys, their limits and usage")
     def get(self, request: Request) -> Response:
         rows = []
         for key in ApiKey.objects.filter(user=request.user).order_by("-created_at"):

@@ -47,6 +47,7 @@ ACCESS: dict[str, Access] = {
     "account_delete": Access("page", ("get", "post")),
     "apikey_create": Access("page", ("post",)),
     "apikey_revoke": Access("page", ("post",), owns="apikey"),
+    "apikey_limit": Access("page", ("post",), owns="apikey"),
     "wallet": Access("page", ("get",)),
     "wallet_export": Access("page", ("get",)),
     "topup": Access("page", ("get", "post")),
@@ -69,6 +70,7 @@ ACCESS: dict[str, Access] = {
     "api_message_cancel": Access("api", owns="message"),
     "api_message_retry": Access("api", owns="message"),
     "api_route": Access("api"),
+    "api_keys": Access("api"),
     # the OpenAI-compatible API: a Panels key only
     "v1_chat_completions": Access("openai", ("post",)),
     "v1_models": Access("openai", ("get",)),
