@@ -244,7 +244,8 @@ def start_web(*, database_url: str, log_dir: Path, env: dict[str, str] | None = 
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=BASE_DIR, env=child_env, stdout=log, stderr=subprocess.STDOUT)
     web = Web(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
-    deadline = time.monotonic() + 60
+    # Start-up loads Auto's encoder: on a busy 2-core machine that can take a minute.
+    deadline = time.monotonic() + 180
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"the web process exited at start:\n{web.log_tail()}")
@@ -254,7 +255,7 @@ def start_web(*, database_url: str, log_dir: Path, env: dict[str, str] | None = 
         except httpx.HTTPError:
             if time.monotonic() > deadline:
                 stop_web(web)
-                raise RuntimeError(f"the web process did not answer within 60 s:\n{web.log_tail()}") from None
+                raise RuntimeError(f"the web process did not answer within 180 s:\n{web.log_tail()}") from None
             time.sleep(0.1)
 
 

@@ -33,7 +33,9 @@ def add_call(key: ApiKey, status: str, *, cost: int | None = None, reserved: int
 
 def test_a_key_made_on_the_account_page_carries_its_limit_and_expiry(alice_client, alice):
     response = alice_client.post(
-        "/accounts/profile/keys/", {"name": "tool", "limit_usd": "0.50", "limit_period": "day", "expires_days": "7"}
+        "/accounts/profile/keys/",
+        {"name": "tool", "limit_usd": "0.50", "limit_period": "day", "expires_days": "7"},
+        follow=True,
     )
     assert response.status_code == 200
     key = ApiKey.objects.get(user=alice)
