@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "allauth",
     "allauth.account",
+    "allauth.mfa",
     "panels",
     "wallet",
     "chat",
@@ -204,6 +205,11 @@ ACCOUNT_RATE_LIMITS = {
     "reset_password": "20/m/ip,5/5m/key",
     "confirm_email": "1/3m/key",
 }
+# Two-factor authentication (allauth.mfa): an authenticator app (TOTP) with recovery
+# codes, enrolled from the account page. Staff sign in to /admin/ through the same login,
+# so its rate limits and second factor apply there too (panels/urls.py).
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = envstr("MFA_TOTP_ISSUER", "Panels")
 ACCOUNT_EMAIL_SUBJECT_PREFIX = f"[{SITE_NAME}] "
 # People sign in with their email: messages name them by it (the username is internal).
 ACCOUNT_USER_DISPLAY = "panels.context_processors.user_display"

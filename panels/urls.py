@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.auth.decorators import login_required
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from panels import views
+
+# The admin has no login form of its own: /admin/login/ sends people to the site's login,
+# which is rate limited and asks staff with an authenticator for their second factor.
+admin.site.login = login_required(admin.site.login)
 
 urlpatterns = [
     path("", views.home, name="home"),
