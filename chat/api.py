@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from django.core.handlers.asgi import ASGIRequest
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import renderers, serializers, status
@@ -11,15 +13,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import send_keys, services, streams
+from chat import export, send_keys, services, streams
 from chat.errors import ChatError, TooManyReplies
 from chat.markdown import render_markdown
-from chat.models import Message
+from chat.models import Conversation, Message
 from chat.selectors import (
+    conversation_cost,
     conversation_messages,
     conversations_for_user,
     get_conversation_for_user,
     get_message_for_user,
+    match_snippet,
+    messages_running,
     models_catalog,
 )
 from panels.api_errors import ApiError
@@ -125,8 +130,33 @@ class MessageOutputSerializer(serializers.Serializer):
 class ConversationOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     title = serializers.CharField()
+    system_prompt = serializers.CharField(help_text="Sent first, as the system message, with every reply.")
+    temperature = serializers.DecimalField(
+        max_digits=3, decimal_places=2, allow_null=True, help_text="0 to 2; null for the model's default."
+    )
+    cost = serializers.SerializerMethodField(help_text="Credits its replies were charged, replaced replies included.")
+    running = serializers.SerializerMethodField(help_text="A reply is still being written.")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+
+    @extend_schema_field(serializers.IntegerField())
+    def get_cost(self, conversation: Conversation) -> int:
+        total = getattr(conversation, "cost_total", None)
+        return total if total is not None else conversation_cost(conversation=conversation)
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_running(self, conversation: Conversation) -> bool:
+        running = getattr(conversation, "running", None)
+        return running if running is not None else messages_running(conversation=conversation)
+
+
+class ConversationSettingsSerializer(serializers.Serializer):
+    system_prompt = serializers.CharField(
+        max_length=services.SYSTEM_PROMPT_CHARS, required=False, allow_blank=True, trim_whitespace=False
+    )
+    temperature = serializers.DecimalField(
+        max_digits=3, decimal_places=2, min_value=0, max_value=2, required=False, allow_null=True
+    )
 
 
 class ReplyAcceptedSerializer(serializers.Serializer):
@@ -225,13 +255,32 @@ class ModelListApi(ChatApi):
 
 
 class ConversationListApi(ChatApi):
-    @extend_schema(responses=ConversationOutputSerializer(many=True), description="Newest first.")
+    class OutputSerializer(ConversationOutputSerializer):
+        snippet = serializers.CharField(
+            required=False, help_text="With `q`: where the text matched, with a little on either side."
+        )
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "q", OpenApiTypes.STR, OpenApiParameter.QUERY, required=False, description="Search titles and text."
+            )
+        ],
+        responses=OutputSerializer(many=True),
+        description="Newest first. With `q`, only conversations whose title or text contains it (any case).",
+    )
     def get(self, request: Request) -> Response:
-        return Response(ConversationOutputSerializer(conversations_for_user(user=request.user), many=True).data)
+        query = request.query_params.get("q", "").strip()[:200]
+        conversations = list(conversations_for_user(user=request.user, query=query)[: 200 if query else None])
+        data = ConversationOutputSerializer(conversations, many=True).data
+        if query:
+            for item, conversation in zip(data, conversations, strict=True):
+                item["snippet"] = match_snippet(conversation=conversation, query=query)
+        return Response(data)
 
 
 class ConversationCreateApi(ChatApi):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(ConversationSettingsSerializer):
         title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
     @extend_schema(request=InputSerializer, responses={201: ConversationOutputSerializer, 400: _ERRORS[400]})
@@ -261,16 +310,54 @@ class ConversationDetailApi(ChatApi):
 
 
 class ConversationRenameApi(ChatApi):
-    class InputSerializer(serializers.Serializer):
-        title = serializers.CharField(max_length=200, allow_blank=True)
+    """Rename, and set the system prompt and temperature: each field is optional."""
+
+    class InputSerializer(ConversationSettingsSerializer):
+        title = serializers.CharField(max_length=200, required=False, allow_blank=True)
 
     @extend_schema(request=InputSerializer, responses={200: ConversationOutputSerializer, 404: _ERRORS[404]})
     def patch(self, request: Request, conversation_id: int) -> Response:
         conversation = get_conversation_for_user(user=request.user, conversation_id=conversation_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        conversation = services.conversation_rename(conversation=conversation, **serializer.validated_data)
+        conversation = services.conversation_update(conversation=conversation, **serializer.validated_data)
         return Response(ConversationOutputSerializer(conversation).data)
+
+
+class ConversationExportApi(ChatApi):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "as",
+                OpenApiTypes.STR,
+                OpenApiParameter.QUERY,
+                enum=list(export.FORMATS),
+                description="markdown or json",
+            )
+        ],
+        responses={
+            (200, "text/markdown"): OpenApiTypes.STR,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            404: _ERRORS[404],
+        },
+        description="The conversation as a file to download: Markdown to read, or JSON with every field.",
+    )
+    def get(self, request: Request, conversation_id: int) -> HttpResponse:
+        conversation = get_conversation_for_user(user=request.user, conversation_id=conversation_id)
+        kind = request.query_params.get("as", "markdown")
+        if kind not in export.FORMATS:
+            raise ApiError(code="invalid_request", message="Export as markdown or json.")
+        messages = list(conversation_messages(conversation=conversation))
+        cost = conversation_cost(conversation=conversation)
+        content_type, extension = export.FORMATS[kind]
+        if kind == "json":
+            data = export.conversation_json(conversation=conversation, messages=messages, cost=cost)
+            body = json.dumps(data, ensure_ascii=False, indent=2)
+        else:
+            body = export.conversation_markdown(conversation=conversation, messages=messages, cost=cost)
+        response = HttpResponse(body, content_type=content_type)
+        response["Content-Disposition"] = f'attachment; filename="{export.export_filename(conversation, extension)}"'
+        return response
 
 
 class ConversationDeleteApi(ChatApi):

@@ -8,6 +8,11 @@ urlpatterns = [
     path("models", api.ModelListApi.as_view(), name="api_models"),
     path("conversations", api.ConversationsApi.as_view(), name="api_conversations"),
     path("conversations/<int:conversation_id>", api.ConversationApi.as_view(), name="api_conversation"),
+    path(
+        "conversations/<int:conversation_id>/export",
+        api.ConversationExportApi.as_view(),
+        name="api_conversation_export",
+    ),
     path("conversations/<int:conversation_id>/messages", api.MessageSendApi.as_view(), name="api_message_send"),
     path("messages/<int:message_id>", api.MessageDetailApi.as_view(), name="api_message"),
     path("messages/<int:message_id>/stream", api.MessageStreamApi.as_view(), name="api_message_stream"),

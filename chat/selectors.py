@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from chat.models import Conversation, Message, ModelSpec
@@ -22,8 +23,47 @@ def models_catalog() -> QuerySet[ModelSpec]:
     return models.order_by("sort_order", "name")
 
 
-def conversations_for_user(*, user: AbstractBaseUser) -> QuerySet[Conversation]:
-    return Conversation.objects.filter(user=user).order_by("-updated_at", "-id")
+def conversations_for_user(*, user: AbstractBaseUser, query: str = "") -> QuerySet[Conversation]:
+    """Newest first, each with `cost_total` (credits of every reply it paid for, replaced
+    ones too) and `running` (a reply still being written). `query` keeps those whose title
+    or text (as the conversation reads now) contains it, in any case."""
+    conversations = Conversation.objects.filter(user=user)
+    if query:
+        matching = Message.objects.filter(
+            conversation=OuterRef("pk"), superseded_at__isnull=True, content__icontains=query
+        )
+        conversations = conversations.filter(Q(title__icontains=query) | Exists(matching))
+    costs = (
+        Message.objects.filter(conversation=OuterRef("pk"), cost__isnull=False)
+        .values("conversation")
+        .annotate(total=Sum("cost"))
+        .values("total")
+    )
+    running = Message.objects.filter(
+        conversation=OuterRef("pk"), status__in=[Message.Status.QUEUED, Message.Status.STREAMING]
+    )
+    return conversations.annotate(
+        cost_total=Coalesce(Subquery(costs, output_field=IntegerField()), Value(0)),
+        running=Exists(running),
+    ).order_by("-updated_at", "-id")
+
+
+def conversation_cost(*, conversation: Conversation) -> int:
+    """Credits every reply of the conversation was charged, replaced replies included."""
+    return conversation.messages.aggregate(total=Sum("cost"))["total"] or 0
+
+
+def match_snippet(*, conversation: Conversation, query: str, chars: int = 40) -> str:
+    """Where `query` first occurs in the conversation's text, with a little on either side."""
+    message = conversation.messages.filter(superseded_at__isnull=True, content__icontains=query).order_by("id").first()
+    if message is None:
+        return ""
+    text = " ".join(message.content.split())
+    at = text.lower().find(query.lower())
+    if at < 0:
+        return text[: 2 * chars]
+    start, end = max(0, at - chars), min(len(text), at + len(query) + chars)
+    return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
 
 
 def get_conversation_for_user(*, user: AbstractBaseUser, conversation_id: int) -> Conversation:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -39,8 +41,34 @@ _IMAGE_DATA_URL = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,[A-Za-z0-9
 # --- conversations ------------------------------------------------------------
 
 
-def conversation_create(*, user: AbstractBaseUser, title: str = "") -> Conversation:
-    return Conversation.objects.create(user=user, title=title.strip()[:200])
+SYSTEM_PROMPT_CHARS = 8_000
+TEMPERATURE_MAX = Decimal(2)
+_UNSET = object()
+
+
+def _clean_settings(*, system_prompt: Any = _UNSET, temperature: Any = _UNSET) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if system_prompt is not _UNSET:
+        prompt = (system_prompt or "").strip()
+        if len(prompt) > SYSTEM_PROMPT_CHARS:
+            raise InvalidMessage(
+                f"The system prompt can be at most {SYSTEM_PROMPT_CHARS:,} characters.", code="invalid_request"
+            )
+        fields["system_prompt"] = prompt
+    if temperature is not _UNSET:
+        if temperature is not None:
+            temperature = Decimal(str(temperature)).quantize(Decimal("0.01"))
+            if not 0 <= temperature <= TEMPERATURE_MAX:
+                raise InvalidMessage("The temperature must be between 0 and 2.", code="invalid_request")
+        fields["temperature"] = temperature
+    return fields
+
+
+def conversation_create(
+    *, user: AbstractBaseUser, title: str = "", system_prompt: str = "", temperature: Decimal | None = None
+) -> Conversation:
+    settings_ = _clean_settings(system_prompt=system_prompt, temperature=temperature)
+    return Conversation.objects.create(user=user, title=title.strip()[:200], **settings_)
 
 
 def _lock_conversation(pk: int) -> Conversation:
@@ -53,10 +81,22 @@ def _lock_conversation(pk: int) -> Conversation:
 
 
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
+    return conversation_update(conversation=conversation, title=title)
+
+
+def conversation_update(
+    *, conversation: Conversation, title: Any = _UNSET, system_prompt: Any = _UNSET, temperature: Any = _UNSET
+) -> Conversation:
+    """Rename, or set the system prompt and temperature the next replies are written with
+    (a reply takes them when it starts)."""
+    fields = _clean_settings(system_prompt=system_prompt, temperature=temperature)
+    if title is not _UNSET:
+        fields["title"] = title.strip()[:200]
     with transaction.atomic():
         locked = _lock_conversation(conversation.pk)
-        locked.title = title.strip()[:200]
-        locked.save(update_fields=["title", "updated_at"])
+        for name, value in fields.items():
+            setattr(locked, name, value)
+        locked.save(update_fields=[*fields, "updated_at"])
     return locked
 
 
@@ -169,7 +209,10 @@ def _reply_create(
     prompt = candidates[-1]
     if spec.image_input:
         _check_image_formats(prompt, spec)
-    total = REPLY_PRIMING_TOKENS + _message_tokens(prompt, spec)
+    # The conversation's system prompt goes with every reply, so it counts against the
+    # context and the hold like the prompt itself.
+    system = model_message_tokens(spec, conversation.system_prompt) if conversation.system_prompt else 0
+    total = REPLY_PRIMING_TOKENS + system + _message_tokens(prompt, spec)
     if total > budget:
         raise InvalidMessage(
             f"This message is too long for {spec.name}: about {total:,} tokens, and the model takes "
@@ -395,7 +438,7 @@ def _retry(*, user: AbstractBaseUser, message: Message, remember: Remember) -> M
 
 def _lock_for_revision(message: Message) -> Conversation:
     """The message's conversation, locked; refused while a reply runs or if already replaced."""
-    locked = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+    locked = _lock_conversation(message.conversation_id)
     if messages_running(conversation=locked):
         raise Conflict(
             "A reply in this conversation is still running; stop it or wait for it to finish first.",

@@ -62,7 +62,8 @@ def _provider_messages(message: Message, spec: ModelSpec) -> list[dict]:
         for pk in message.context_ids
         if (m := by_id.get(pk)) is not None
     ]
-    return providers.to_openai_messages(triples)
+    system = [("system", message.conversation.system_prompt, [])] if message.conversation.system_prompt else []
+    return providers.to_openai_messages(system + triples)
 
 
 def _backoff(attempt: int) -> float:
@@ -95,7 +96,13 @@ def _stream(message: Message, spec: ModelSpec, writer: streams.ReplyWriter, dead
             outcome.cancelled = True
             return outcome
         try:
-            reply = providers.chat_stream(spec=spec, messages=request, max_tokens=spec.max_output_tokens)
+            temperature = message.conversation.temperature  # the conversation's setting, None for the default
+            reply = providers.chat_stream(
+                spec=spec,
+                messages=request,
+                max_tokens=spec.max_output_tokens,
+                temperature=float(temperature) if temperature is not None else None,
+            )
             try:
                 chunks = 0
                 checked_at = time.monotonic()
