@@ -77,12 +77,14 @@ def main() -> None:
     print(f"learned router: {weights.meta}; threshold {threshold:.3f}")
     result: dict = {"threshold": round(threshold, 4), "sets": {}}
     latencies: list[float] = []
+    cpu: list[float] = []  # CPU time per decision: what it costs, whatever else the machine is running
     for name, rows in sets.items():
         learned, rule = [], []
         for row in rows:
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.thread_time()
             decision = route_decide(content=row.prompt, weights=weights, threshold=threshold)
             latencies.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.thread_time() - started_cpu) * 1000)
             learned.append(decision.tier)
             rule.append(rule_decide(content=row.prompt).tier)
             if args.errors and decision.tier != row.tier:
@@ -95,9 +97,15 @@ def main() -> None:
                 print(f"  {line}")
     startup = [float(subprocess.check_output([sys.executable, "-c", STARTUP], cwd=ROOT, text=True)) for _ in range(3)]
     result["latency_ms"] = {"p50": round(_percentile(latencies, 0.5), 2), "p95": round(_percentile(latencies, 0.95), 2)}
+    result["cpu_ms"] = {"p50": round(_percentile(cpu, 0.5), 2), "p95": round(_percentile(cpu, 0.95), 2)}
+    result["load_average"] = round(os.getloadavg()[0], 1)
     result["startup_s"] = round(min(startup), 2)
     print(
-        f"\ndecision latency over {len(latencies)} calls: p50 {result['latency_ms']['p50']} ms, "
+        f"\nCPU time per decision: p50 {result['cpu_ms']['p50']} ms, p95 {result['cpu_ms']['p95']} ms "
+        f"(load average {result['load_average']} on {os.cpu_count()} CPUs)"
+    )
+    print(
+        f"decision latency over {len(latencies)} calls: p50 {result['latency_ms']['p50']} ms, "
         f"p95 {result['latency_ms']['p95']} ms; model load in a fresh process: {startup} s"
     )
     print(json.dumps(result))

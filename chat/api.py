@@ -101,6 +101,14 @@ class MessageOutputSerializer(serializers.Serializer):
     error = serializers.SerializerMethodField()
     cancel_requested = serializers.BooleanField()
     retry_of = serializers.IntegerField(source="retry_of_id", allow_null=True)
+    escalation_of = serializers.IntegerField(
+        source="escalation_of_id",
+        allow_null=True,
+        help_text='The Auto reply this one re-answers on the flagship ("Ask the flagship").',
+    )
+    escalatable = serializers.SerializerMethodField(
+        help_text="An Auto reply from a cheaper model: POST /api/v1/messages/{id}/escalate re-runs it on the flagship."
+    )
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
     html = serializers.SerializerMethodField(
@@ -113,6 +121,10 @@ class MessageOutputSerializer(serializers.Serializer):
         if not message.error_code:
             return None
         return {"code": message.error_code, "message": message.error_message}
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_escalatable(self, message: Message) -> bool:
+        return services.message_escalatable(message)
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_html(self, message: Message) -> str | None:
@@ -534,3 +546,32 @@ class MessageRetryApi(ChatApi):
         message = get_message_for_user(user=request.user, message_id=message_id)
         key = _idempotency_key(request)
         return _accepted(services.message_retry(user=request.user, message=message, idempotency_key=key))
+
+
+class MessageEscalateApi(ChatApi):
+    throttle_classes = [ScopedRateLimit]
+    throttle_scope = "send"
+
+    @extend_schema(
+        request=None,
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+        responses={
+            200: ReplyAcceptedSerializer,
+            202: ReplyAcceptedSerializer,
+            **_SEND_ERRORS,
+            409: OpenApiResponse(
+                description="not_escalatable: only a finished Auto reply from a cheaper model; idempotency_key_reused"
+            ),
+        },
+        description='"Ask the flagship": re-run the message an Auto reply answered on the flagship tier, as a second '
+        "answer (a new reply with `escalation_of`) with its own hold. 202 when it starts; 200 with the same reply "
+        "when this Auto reply was already escalated.",
+    )
+    def post(self, request: Request, message_id: int) -> Response:
+        message = get_message_for_user(user=request.user, message_id=message_id)
+        key = _idempotency_key(request)
+        reply, created = services.message_escalate(user=request.user, message=message, idempotency_key=key)
+        response = _accepted(reply)
+        if not created:
+            response.status_code = status.HTTP_200_OK
+        return response

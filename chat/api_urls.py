@@ -24,5 +24,6 @@ urlpatterns = [
         name="api_message_regenerate",
     ),
     path("messages/<int:message_id>/edit", revision_api.MessageEditApi.as_view(), name="api_message_edit"),
+    path("messages/<int:message_id>/escalate", api.MessageEscalateApi.as_view(), name="api_message_escalate"),
     path("route", route_api.RouteCreateApi.as_view(), name="api_route"),
 ]

@@ -178,6 +178,17 @@ class Message(models.Model):
     requested_model = models.CharField(max_length=60, blank=True, help_text='What the user picked: a slug or "auto".')
     routed_by = models.CharField(max_length=300, blank=True)
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    escalation_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="escalations",
+        help_text='The Auto reply this one re-answers on the flagship ("Ask the flagship").',
+    )
+    route_category = models.CharField(
+        max_length=40, blank=True, help_text="For an escalation: the kind of task Auto's router saw in the prompt."
+    )
     hold = models.OneToOneField("wallet.Hold", null=True, blank=True, on_delete=models.PROTECT, related_name="message")
     context_ids = models.JSONField(default=list, blank=True, help_text="Earlier messages sent to the model, in order.")
     input_estimate = models.PositiveIntegerField(default=0)

@@ -81,6 +81,12 @@ def configured_threshold() -> float | None:
         return None
 
 
+def active_threshold() -> float:
+    """The P(flagship) at or above which Auto picks the flagship now: the operator's setting, else the trained one."""
+    configured = configured_threshold()
+    return router_weights().threshold if configured is None else configured
+
+
 def router_weights(path: Path | None = None) -> RouterWeights:
     """The classifier's weights, read once per process per file."""
     path = path or weights_path()

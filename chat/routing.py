@@ -133,3 +133,9 @@ def tier_answerer(tier: str, models: Sequence[ModelSpec] | None = None) -> Model
     candidates = [m for m in catalog if m.available]
     other = FLAGSHIP if tier == CHEAP else CHEAP
     return _pick(candidates, tier) or _pick(candidates, other) or next((m for m in candidates if m.is_demo), None)
+
+
+def flagship_model(*, images: bool = False) -> ModelSpec | None:
+    """The flagship-tier model that answers "Ask the flagship" now: the configured one, else another available one."""
+    candidates = [m for m in models_catalog() if m.available and (m.image_input or not images)]
+    return _pick(candidates, FLAGSHIP)

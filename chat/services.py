@@ -21,8 +21,8 @@ from chat import providers, streams
 from chat.costs import reply_cost
 from chat.errors import Conflict, Gone, InvalidMessage, ModelUnavailable, ServiceUnavailable, TooManyReplies
 from chat.models import Conversation, Message, ModelSpec
-from chat.router import RouteDecision
-from chat.routing import auto_decide, route_for_message
+from chat.router import FLAGSHIP, RouteDecision
+from chat.routing import auto_decide, flagship_model, route_for_message, tier_of
 from chat.selectors import messages_running, replies_in_flight
 from chat.send_keys import Remember, send_once
 from chat.tokens import REPLY_PRIMING_TOKENS, model_message_tokens
@@ -203,6 +203,8 @@ def _reply_create(
     routed_by: str,
     candidates: list[Message],
     retry_of: Message | None = None,
+    escalation_of: Message | None = None,
+    route_category: str = "",
 ) -> Message:
     """Trim the context, store a queued reply and hold its worst case; in the caller's transaction."""
     budget = spec.context_window - spec.max_output_tokens
@@ -237,6 +239,8 @@ def _reply_create(
         requested_model=requested_model,
         routed_by=routed_by,
         retry_of=retry_of,
+        escalation_of=escalation_of,
+        route_category=route_category,
         context_ids=[m.pk for m in chosen],
         input_estimate=total,
         prices=prices,
@@ -548,6 +552,74 @@ def _edit(*, user: AbstractBaseUser, message: Message, content: str, model: str,
         failures = _enqueue_after_commit(reply)
     _raise_if_not_queued(failures)
     return reply
+
+
+# --- ask the flagship -------------------------------------------------------------
+
+
+def message_escalatable(message: Message) -> bool:
+    """An Auto reply that a cheaper model answered, settled with text: "Ask the flagship" may re-run it."""
+    return (
+        message.role == Message.Role.ASSISTANT
+        and message.requested_model == AUTO
+        and message.status in (Message.Status.DONE, Message.Status.CANCELLED)
+        and message.model_id is not None
+        and tier_of(message.model) not in (FLAGSHIP, "demo")
+        and bool(message.context_ids)
+    )
+
+
+def message_escalate(*, user: AbstractBaseUser, message: Message, idempotency_key: str = "") -> tuple[Message, bool]:
+    """Re-run the prompt of an Auto reply on the flagship tier, as a second answer with its own hold.
+
+    Returns (reply, created). Once per Auto reply: asking again returns the first
+    escalation. The reply records what the router took the prompt for
+    (route_category), which the usage page counts: Auto's real-world errors.
+    """
+    if not message_escalatable(message):
+        raise Conflict(
+            "Only an Auto reply from a cheaper model, once it has finished, can be asked of the flagship.",
+            code="not_escalatable",
+        )
+    existing = message.escalations.order_by("id").first()
+    if existing is not None:
+        return existing, False
+    prompt = Message.objects.filter(pk=message.context_ids[-1], conversation_id=message.conversation_id).first()
+    if prompt is None or prompt.role != Message.Role.USER:
+        raise Conflict("The message this reply answered is gone.", code="not_escalatable")
+    earlier = [m for m in _history(message.conversation) if m.pk < prompt.pk]
+    # Decided before the transaction: the router runs its embedding model.
+    category = auto_decide(content=prompt.content, history=[m.content for m in earlier]).category
+    spec = flagship_model(images=bool(prompt.attachments))
+    if spec is None:
+        raise ModelUnavailable("The flagship model is temporarily unavailable.")
+    routed_by = f"Ask the flagship -> {spec.name} (Auto had answered with {message.model.name})"
+
+    def attempt(remember: Remember) -> Message:
+        with transaction.atomic():
+            locked = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+            again = message.escalations.order_by("id").first()
+            if again is not None:
+                return again
+            candidates = [m for m in _history(locked) if m.pk <= prompt.pk]
+            reply = _reply_create(
+                user=user,
+                conversation=locked,
+                spec=spec,
+                requested_model=spec.slug,
+                routed_by=routed_by[:300],
+                candidates=candidates,
+                escalation_of=message,
+                route_category=category,
+            )
+            remember(reply)
+            locked.save(update_fields=["updated_at"])
+            failures = _enqueue_after_commit(reply)
+        _raise_if_not_queued(failures)
+        return reply
+
+    reply = send_once(user=user, key=idempotency_key, request={"escalate": message.pk}, attempt=attempt)
+    return reply, True
 
 
 # --- cancel -------------------------------------------------------------------

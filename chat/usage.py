@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from chat.models import Message, ModelSpec
-from chat.router import CHEAP, FLAGSHIP
+from chat.router import CHEAP, FLAGSHIP, category_label
 from chat.routing import tier_model, tier_of
 from chat.usage_records import deleted_reply_usage
 from openai_api.models import ApiCall
@@ -107,6 +107,13 @@ class AutoSavings:
 
 
 @dataclass(frozen=True)
+class Escalation:
+    category: str  # what Auto's router took the prompt for, e.g. "debugging"
+    label: str
+    messages: int
+
+
+@dataclass(frozen=True)
 class UsageReport:
     first_day: dt.date
     last_day: dt.date
@@ -115,6 +122,13 @@ class UsageReport:
     days: list[DayUsage]  # every day of the period, oldest first, empty ones included
     tier_shares: list[TierShare]  # of Auto's messages; empty when Auto was not used
     savings: AutoSavings | None  # None when Auto was not used or no flagship is in the catalog
+    # "Ask the flagship" presses after an Auto reply, by the router's category, most first:
+    # the cases where the user judged Auto's cheap answer not good enough.
+    escalations: list[Escalation] = field(default_factory=list)
+
+    @property
+    def escalation_total(self) -> int:
+        return sum(e.messages for e in self.escalations)
 
     @property
     def empty(self) -> bool:
@@ -213,4 +227,18 @@ def usage_report(*, user: AbstractBaseUser, days: int = DEFAULT_DAYS, now: dt.da
         days=list(by_day.values()),
         tier_shares=shares,
         savings=savings,
+        escalations=escalations_by_category(user=user, since=since),
     )
+
+
+def escalations_by_category(*, user: AbstractBaseUser, since: dt.datetime) -> list[Escalation]:
+    """Each "Ask the flagship" once (its retries are not counted again), by the router's category."""
+    rows = (
+        Message.objects.filter(
+            conversation__user=user, role=Message.Role.ASSISTANT, escalation_of__isnull=False, created_at__gte=since
+        )
+        .values("route_category")
+        .annotate(n=Count("id"))
+    )
+    found = [Escalation(r["route_category"], category_label(r["route_category"] or "other"), r["n"]) for r in rows]
+    return sorted(found, key=lambda e: (-e.messages, e.label))

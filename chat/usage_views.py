@@ -15,6 +15,7 @@ from django.contrib.humanize.templatetags.humanize import intcomma
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from chat.router import active_threshold
 from chat.usage import DayUsage, ModelUsage, usage_report
 from panels.money import credits_text, usd_text
 
@@ -103,6 +104,9 @@ def usage(request: HttpRequest) -> HttpResponse:
         context["charts"] = _charts(report.days, report.models)
         context["total_usd"] = usd_text(report.total.usd)
         context["auto_messages"] = sum(share.messages for share in report.tier_shares)
+        context["router_threshold"] = active_threshold()
+        flagship = [t.percent for t in report.tier_shares if t.tier == "flagship"]
+        context["flagship_share"] = flagship[0] if flagship else Decimal("0.0")
         context["models"] = [{"usage": m, "usd": usd_text(m.tally.usd)} for m in report.models]
         context["day_rows"] = [{"day": d, "usd": usd_text(d.tally.usd)} for d in context["active_days"]]
         offset = Decimal(0)

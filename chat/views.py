@@ -23,6 +23,7 @@ from chat.selectors import (
     get_message_for_user,
     models_catalog,
 )
+from chat.services import message_escalatable
 from panels.money import credits_usd_text
 
 AUTO = "auto"
@@ -121,7 +122,7 @@ def _attachment_urls(attachments: Any) -> list[str]:
     return urls
 
 
-def _message_view(message: Message) -> dict[str, Any]:
+def _message_view(message: Message, *, escalatable: bool = False) -> dict[str, Any]:
     model = message.model
     in_progress = message.status in IN_PROGRESS
     return {
@@ -138,7 +139,9 @@ def _message_view(message: Message) -> dict[str, Any]:
         "model_name": model.name if model else "the model",
         "routed_by": route_line(message.routed_by),
         # "Auto → GPT-4o mini: ..." already names the model; an older line does not.
-        "route_names_model": message.routed_by.startswith("Auto "),
+        "route_names_model": message.routed_by.startswith(("Auto ", "Ask the flagship ")),
+        "escalation_of": message.escalation_of_id,
+        "escalatable": escalatable,
         "input_tokens": message.input_tokens,
         "output_tokens": message.output_tokens,
         "usage_estimated": message.usage_estimated,
@@ -166,6 +169,7 @@ def chat(request: HttpRequest, conversation_id: int | None = None) -> HttpRespon
         )
     # A failed reply that was retried is replaced by its retry.
     shown = [m for m in messages if not (m.status == Message.Status.FAILED and m.retries.all())]
+    escalated = {m.escalation_of_id for m in messages if m.escalation_of_id}
     models = list(models_catalog())
     options = model_options(models)
     choices = {o["value"] for o in options if not o["disabled"]}
@@ -209,7 +213,9 @@ def chat(request: HttpRequest, conversation_id: int | None = None) -> HttpRespon
             "conversation": conversation,
             "conversations": conversations,
             "blank_item": {"id": "", "title": "", "url": "", "current": False},
-            "chat_messages": [_message_view(m) for m in shown],
+            "chat_messages": [
+                _message_view(m, escalatable=m.pk not in escalated and message_escalatable(m)) for m in shown
+            ],
             "model_options": options,
             "initial_model": initial_model,
             "image_accept": ",".join(IMAGE_TYPES),

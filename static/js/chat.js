@@ -456,7 +456,7 @@
     view.meta.replaceChildren();
     var parts = [];
     var name = modelName(message.model, message.model_name);
-    if (message.routed_by && message.routed_by.indexOf("Auto ") === 0) {
+    if (message.routed_by && /^(Auto|Ask the flagship) /.test(message.routed_by)) {
       // The line already names the model: "Auto → GPT-4o mini: classification or tagging".
       parts.push(make("span", "meta-route", routeLine(message.routed_by)));
     } else if (message.routed_by) {
@@ -520,6 +520,7 @@
     view.article.setAttribute("data-error-code", (message.error && message.error.code) || "");
     view.actions.replaceChildren();
     renderMeta(view, message);
+    offerFlagship(view, message);
     decorate(view.article);
   }
 
@@ -902,6 +903,44 @@
       });
     });
   }
+
+  /* ---------- ask the flagship: an Auto reply's second answer ---------- */
+
+  // A settled Auto reply from a cheaper model offers "Ask the flagship": the same
+  // message again on the flagship tier, with its own hold, appended as a new reply.
+  function offerFlagship(view, message) {
+    if (!message.escalatable || document.querySelector('[data-escalation-of="' + message.id + '"]')) return;
+    var button = make("button", "secondary small ask-flagship-button", "Ask the flagship");
+    button.type = "button";
+    button.title = "Answer this message again with the flagship model, as a second answer (charged separately).";
+    view.actions.append(button);
+  }
+
+  function askFlagship(button) {
+    if (state.active || state.sending) {
+      showNotice("Wait for the current reply to finish, or stop it, before asking the flagship.");
+      return;
+    }
+    var article = button.closest("article");
+    button.disabled = true;
+    hideAlert();
+    api("POST", "/messages/" + article.getAttribute("data-message-id") + "/escalate").then(function (reply) {
+      button.remove();
+      var existing = document.getElementById("message-" + reply.id);
+      if (existing) { existing.scrollIntoView({ block: "nearest" }); return; }
+      var view = appendAssistantMessage({ id: reply.id, model: reply.model, status: reply.status });
+      view.article.setAttribute("data-escalation-of", article.getAttribute("data-message-id"));
+      streamReply(reply.id, view);
+    }, function (err) {
+      button.disabled = false;
+      showError(err);
+    });
+  }
+
+  log.addEventListener("click", function (event) {
+    var button = event.target.closest(".ask-flagship-button");
+    if (button && !button.disabled) askFlagship(button);
+  });
 
   /* ---------- sending ---------- */
 
