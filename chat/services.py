@@ -283,12 +283,15 @@ def _enqueue_after_commit(reply: Message) -> list[Exception]:
             message_enqueue(message_id=reply.pk)
         except Exception as exc:
             log.exception("could not queue a reply", extra={"message_id": reply.pk})
-            failures.append(exc)
-            message_fail(
+            # Only a reply still queued: a publish that reported an error may still have
+            # reached the broker, and a worker may already be streaming the reply.
+            if message_fail(
                 reply,
                 code="service_unavailable",
                 text="The service is temporarily unavailable, so this reply was not started. Nothing was charged.",
-            )
+                statuses=(Message.Status.QUEUED,),
+            ):
+                failures.append(exc)
         else:
             log.info(
                 "reply queued", extra={"message_id": reply.pk, "model": reply.model.slug, "hold": reply.hold.amount}

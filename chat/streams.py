@@ -23,6 +23,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 
 from chat.models import Message
 from panels.redis_client import get_redis
@@ -154,10 +155,15 @@ def request_cancel(message: Message) -> None:
 
 
 def cancel_requested(message: Message) -> bool:
+    """The cancel request from Redis; while Redis is unreachable, from the database's column."""
     try:
         return bool(get_redis().exists(cancel_key(message)))
     except Exception:
-        log.warning("cancel check failed: Redis unreachable")
+        log.warning("cancel check: Redis unreachable; reading the database", extra={"message_id": message.pk})
+    try:
+        return Message.objects.filter(pk=message.pk, cancel_requested=True).exists()
+    except DatabaseError:
+        log.warning("cancel check failed: neither Redis nor the database answered", extra={"message_id": message.pk})
         return False
 
 

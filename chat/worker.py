@@ -19,6 +19,8 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from chat import providers, streams
@@ -26,9 +28,9 @@ from chat.costs import reply_cost
 from chat.models import Message, ModelSpec
 from chat.tokens import estimate_output_tokens
 from wallet.errors import HoldNotPending
-from wallet.models import Hold
+from wallet.models import Account, Hold
 from wallet.selectors import wallet_summary
-from wallet.services import wallet_post, wallet_void
+from wallet.services import wallet_charge, wallet_post, wallet_void
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -160,8 +162,15 @@ def message_run(*, message_id: int) -> None:
         # A second delivery of the task, a cancelled reply, or a deleted conversation.
         log.info("reply not queued; nothing to do", extra={"message_id": message_id})
         return
+    # The time left is read on the database's clock, which set the hold's expiry and
+    # which the sweep reads: a worker whose own clock is off neither starts a reply it
+    # can't settle in time nor drops one that has time.
     message = _when_the_database_answers(
-        lambda: Message.objects.select_related("model", "hold", "conversation__user").get(pk=message_id),
+        lambda: (
+            Message.objects.select_related("model", "hold", "conversation__user")
+            .annotate(db_now=Now())
+            .get(pk=message_id)
+        ),
         message_id=message_id,
         doing="starting a reply",
         seconds=DEADLINE_MARGIN_SECONDS,
@@ -169,7 +178,7 @@ def message_run(*, message_id: int) -> None:
     log.info("reply claimed", extra={"message_id": message_id, "model": message.model.slug})
     writer = streams.ReplyWriter(message)
     hold = message.hold
-    left = (hold.expires_at - timezone.now()).total_seconds() if hold else 0
+    left = (hold.expires_at - message.db_now).total_seconds() if hold else 0
     if hold is None or hold.status != Hold.Status.PENDING or left <= DEADLINE_MARGIN_SECONDS:
         message_fail(
             message,
@@ -292,12 +301,8 @@ def _finish(
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
     )
-    if cost > hold.amount:
-        log.warning(
-            "reply cost more than its hold; charging the hold",
-            extra={"message_id": message.pk, "cost": cost, "hold": hold.amount},
-        )
-        cost = hold.amount
+    # Above the hold, wallet_post charges the excess (available credits, then a shortfall).
+    memo = f"{spec.name}: {usage.input_tokens} in / {usage.output_tokens} out" + (" (estimated)" if estimated else "")
     try:
         with transaction.atomic():
             ended = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(
@@ -312,23 +317,13 @@ def _finish(
                 finished_at=timezone.now(),
             )
             if not ended:
-                # The sweep already failed it (and voided the hold): nothing to settle.
-                log.warning("reply ended elsewhere before it was settled", extra={"message_id": message.pk})
-                return
-            wallet_post(
-                hold=hold,
-                amount=cost,
-                memo=f"{spec.name}: {usage.input_tokens} in / {usage.output_tokens} out"
-                + (" (estimated)" if estimated else ""),
-            )
+                raise HoldNotPending("the sweep ended the reply first")
+            wallet_post(hold=hold, amount=cost, memo=memo)
     except HoldNotPending:
-        message_fail(
-            message,
-            code="expired",
-            text="This reply took longer than its time limit and could not be billed; nothing was charged.",
-            writer=writer,
-        )
-        return
+        # Settled after the hold's time limit (the hold expired, or the sweep failed the
+        # reply and voided it). The text reached the user: it is still paid for.
+        if not _settle_late(message, status=status, text=text, usage=usage, estimated=estimated, cost=cost, memo=memo):
+            return
     message.refresh_from_db()
     log.info(
         "reply settled",
@@ -344,6 +339,49 @@ def _finish(
     announce_done(message, writer=writer)
 
 
+LATE_WARNING = "This reply was settled after its time limit; you paid for the part received."
+
+
+def _settle_late(
+    message: Message, *, status: str, text: str, usage: providers.Usage, estimated: bool, cost: int, memo: str
+) -> bool:
+    """End a reply whose hold is gone and charge what it used; False if there is nothing to end.
+
+    The reply's end (streaming, or failed by the sweep for its time limit, -> done or
+    cancelled) and the charge are one transaction; the charge's key makes a repeat a no-op.
+    """
+    with transaction.atomic():
+        ended = (
+            Message.objects.filter(pk=message.pk)
+            .filter(Q(status=Message.Status.STREAMING) | Q(status=Message.Status.FAILED, error_code="expired"))
+            .update(
+                status=status,
+                content=text,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                usage_estimated=estimated,
+                cost=cost,
+                error_code="late",
+                error_message=LATE_WARNING,
+                finished_at=timezone.now(),
+            )
+        )
+        if not ended:
+            log.warning("reply ended elsewhere before it was settled", extra={"message_id": message.pk})
+            return False
+        wallet_void(hold=message.hold, reason="expired before the reply was settled")
+        if cost:
+            wallet_charge(
+                account=Account.objects.get(pk=message.hold.account_id),
+                amount=cost,
+                idempotency_key=f"message:{message.pk}:late",
+                reference=f"message:{message.pk}",
+                memo=f"{memo} (after its hold expired)",
+            )
+    log.warning("reply settled after its hold's time limit", extra={"message_id": message.pk, "cost": cost})
+    return True
+
+
 def announce_done(message: Message, *, writer: streams.ReplyWriter | None = None) -> None:
     summary = wallet_summary(user=message.conversation.user)
     payload = streams.done_payload(message, balance=summary.balance, available=summary.available)
@@ -353,10 +391,17 @@ def announce_done(message: Message, *, writer: streams.ReplyWriter | None = None
         streams.append_terminal(message, "done", payload)
 
 
-def message_fail(message: Message, *, code: str, text: str, writer: streams.ReplyWriter | None = None) -> bool:
-    """End a reply as failed and release its hold; False if it had already ended."""
+def message_fail(
+    message: Message,
+    *,
+    code: str,
+    text: str,
+    writer: streams.ReplyWriter | None = None,
+    statuses: tuple[str, ...] = RUNNING,
+) -> bool:
+    """End a reply (in one of `statuses`) as failed and release its hold; False if it had already ended."""
     with transaction.atomic():
-        failed = Message.objects.filter(pk=message.pk, status__in=RUNNING).update(
+        failed = Message.objects.filter(pk=message.pk, status__in=statuses).update(
             status=Message.Status.FAILED,
             error_code=code[:40],
             error_message=text[:500],
@@ -381,8 +426,10 @@ def message_fail(message: Message, *, code: str, text: str, writer: streams.Repl
 def messages_fail_stale(*, now: dt.datetime | None = None) -> int:
     """Fail every reply still queued or streaming after its hold's time limit: its worker
     died or its task was lost. The hold is released, so nothing is charged."""
-    now = now or timezone.now()
-    stale = Message.objects.filter(status__in=RUNNING, hold__expires_at__lte=now).select_related("hold", "conversation")
+    # On the database's clock, as the worker reads the time a reply has left.
+    stale = Message.objects.filter(status__in=RUNNING, hold__expires_at__lte=now or Now()).select_related(
+        "hold", "conversation"
+    )
     count = 0
     for message in stale:
         count += message_fail(

@@ -4,7 +4,6 @@ server over HTTP and the real Redis: billing, retries, failures, cancel, the swe
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import threading
 import time
 import uuid
@@ -255,17 +254,17 @@ def test_a_price_change_while_a_reply_waits_does_not_alter_it(conversation):
     assert ledger_audit() == []
 
 
-def test_a_cost_above_the_hold_is_capped_at_the_hold(conversation, caplog):
+def test_a_cost_above_the_hold_is_charged_in_full(conversation, caplog):
     reply = send(conversation, "[demo:tokens=5] hi")
     # The provider counts far more than the estimate (simulated by the reply's own rates).
-    Message.objects.filter(pk=reply.pk).update(prices={"input": "100000", "output": "100000", "tiers": []})
-    with caplog.at_level(logging.WARNING, logger="chat.worker"):
-        worker.message_run(message_id=reply.pk)
+    Message.objects.filter(pk=reply.pk).update(prices={"input": "1000", "output": "1000", "tiers": []})
+    worker.message_run(message_id=reply.pk)
     reply.refresh_from_db()
     hold = Hold.objects.get(pk=reply.hold_id)
     assert reply.status == Message.Status.DONE
-    assert reply.cost == hold.amount == hold.posted_amount
-    assert "more than its hold" in caplog.text
+    assert reply.cost > hold.amount == hold.posted_amount
+    charged = sum(Entry.objects.filter(reference=f"message:{reply.pk}").values_list("amount", flat=True))
+    assert charged == reply.cost and balance(conversation.user) == START - reply.cost
     assert ledger_audit() == []
 
 
@@ -300,18 +299,83 @@ def test_the_sweep_fails_a_reply_a_dead_worker_left_streaming(conversation):
     assert ledger_audit() == []
 
 
-def test_a_reply_settled_after_the_sweep_failed_it_charges_nothing(conversation):
+def _streamed(reply: Message) -> Message:
+    Message.objects.filter(pk=reply.pk).update(status=Message.Status.STREAMING)
+    return Message.objects.select_related("model", "hold", "conversation__user").get(pk=reply.pk)
+
+
+def _assert_paid_late(reply: Message, user) -> None:
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.DONE and reply.content == "late text"
+    assert reply.error_code == "late" and "Nothing was charged" not in reply.error_message
+    assert reply.cost > 0
+    assert Hold.objects.get(pk=reply.hold_id).status in (Hold.Status.VOIDED, Hold.Status.EXPIRED)
+    assert list(Entry.objects.filter(reference=f"message:{reply.pk}").values_list("amount", flat=True)) == [reply.cost]
+    account = Account.objects.get(user=user)
+    assert account.balance == START - reply.cost and account.held == 0
+    assert ledger_audit() == []
+
+
+def test_a_reply_settled_after_the_sweep_failed_it_still_pays_for_its_text(conversation):
     reply = send(conversation, "[demo:tokens=5] hi")
     hold = Hold.objects.get(pk=reply.hold_id)
-    Message.objects.filter(pk=reply.pk).update(status=Message.Status.STREAMING)
+    message = _streamed(reply)
     worker.messages_fail_stale(now=hold.expires_at + dt.timedelta(seconds=1))
-    # The worker was only slow, not dead: its settlement finds the reply already ended.
-    message = Message.objects.select_related("model", "hold", "conversation__user").get(pk=reply.pk)
-    worker._settle(message, worker._Outcome(parts=["late"]), streams.ReplyWriter(message))
+    # The worker was only slow, not dead: the user received the text, so it is paid for.
+    worker._settle(message, worker._Outcome(parts=["late text"]), streams.ReplyWriter(message))
+    _assert_paid_late(reply, conversation.user)
+    # Settling again (a retried settlement) charges nothing more.
+    worker._settle(message, worker._Outcome(parts=["late text"]), streams.ReplyWriter(message))
+    _assert_paid_late(reply, conversation.user)
+
+
+def test_a_reply_settled_after_its_hold_expired_still_pays_for_its_text(conversation):
+    reply = send(conversation, "[demo:tokens=5] hi")
+    message = _streamed(reply)
+    Hold.objects.filter(pk=reply.hold_id).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    message.hold.refresh_from_db()
+    worker._settle(message, worker._Outcome(parts=["late text"]), streams.ReplyWriter(message))
+    _assert_paid_late(reply, conversation.user)
+    assert [e.kind for e in events_of(reply)][-1] == "done"
+
+
+def test_the_time_left_is_read_on_the_database_clock(conversation, monkeypatch):
+    reply = send(conversation, "[demo:tokens=5] hi")
+
+    class AnHourAhead:
+        @staticmethod
+        def now():
+            return timezone.now() + dt.timedelta(hours=1)
+
+    monkeypatch.setattr(worker, "timezone", AnHourAhead)
+    worker.message_run(message_id=reply.pk)
     reply.refresh_from_db()
-    assert reply.status == Message.Status.FAILED
-    assert balance(conversation.user) == START
-    assert ledger_audit() == []
+    assert reply.status == Message.Status.DONE, reply.error_message
+
+
+def test_the_cancel_flag_is_read_from_the_database_when_redis_fails(conversation, monkeypatch):
+    reply = send(conversation, "[demo:tokens=5] hi")
+    assert not streams.cancel_requested(reply)
+    Message.objects.filter(pk=reply.pk).update(cancel_requested=True)
+
+    def redis_down():
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(streams, "get_redis", redis_down)
+    assert streams.cancel_requested(reply)
+
+
+def test_a_failed_publish_leaves_a_reply_a_worker_already_started(conversation, monkeypatch):
+    def published_then_failed(*, message_id):
+        # The broker took the task and a worker claimed it, then the publish reported an error.
+        Message.objects.filter(pk=message_id).update(status=Message.Status.STREAMING)
+        raise ConnectionError("lost the broker's answer")
+
+    monkeypatch.setattr("chat.tasks.message_enqueue", published_then_failed)
+    reply = send(conversation, "[demo:tokens=5] hi")
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STREAMING
+    assert Hold.objects.get(pk=reply.hold_id).status == Hold.Status.PENDING
 
 
 def test_no_transaction_is_open_while_the_model_is_called(conversation, monkeypatch):
