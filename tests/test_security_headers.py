@@ -12,6 +12,7 @@ import re
 import secrets
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -57,10 +58,30 @@ def assert_frame_and_sniff(response, where: str) -> None:
     assert response["X-Content-Type-Options"] == "nosniff", where
 
 
+class _ActiveContent(HTMLParser):
+    """The elements and attributes a browser would run, as the browser parses them: model
+    text escaped into an attribute value (data-source="&lt;img onerror=...") is not one."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: (value or "") for name, value in attrs}
+        if tag == "script" and "src" not in values and values.get("type", "") != "application/json":
+            self.found.append(f"inline <script> {values}")
+        for name, value in values.items():
+            if name.startswith("on"):
+                self.found.append(f"<{tag} {name}=...>")
+            if name in ("href", "src", "action") and value.strip().lower().startswith("javascript:"):
+                self.found.append(f"<{tag} {name}={value!r}>")
+
+
 def assert_no_inline_script(html: str, where: str) -> None:
-    assert not INLINE_SCRIPT.search(html), (where, INLINE_SCRIPT.search(html).group(0))
-    assert not INLINE_HANDLER.search(html), (where, INLINE_HANDLER.search(html).group(0))
-    assert not JAVASCRIPT_URL.search(html), where
+    parser = _ActiveContent()
+    parser.feed(html)
+    parser.close()
+    assert not parser.found, (where, parser.found)
 
 
 def html_pages(owned: Owned) -> list[str]:
