@@ -615,6 +615,7 @@ def message_escalate(*, user: AbstractBaseUser, message: Message, idempotency_ke
                 escalation_of=message,
                 route_category=category,
             )
+            _check_in_flight(user)
             remember(reply)
             locked.save(update_fields=["updated_at"])
             failures = _enqueue_after_commit(reply)

@@ -194,3 +194,16 @@ def test_the_usage_page_counts_escalations_by_category_and_shows_the_threshold(a
     assert '<li data-category="factual_question">short factual question: 1</li>' in page
     assert "at least 0.42 likely" in page
     assert "that sent 0.0% of your Auto messages to the flagship" in page
+
+
+def test_asking_the_flagship_counts_against_the_cap_on_replies_in_flight(api, alice, settings):
+    first = auto_reply(api, alice, CHEAP_PROMPT)
+    settings.MAX_REPLIES_IN_FLIGHT_PER_USER = 1
+    # Another reply is still running.
+    auto_reply(api, alice, CHEAP_PROMPT, settle=False)
+    holds = Hold.objects.count()
+
+    response = escalate(api, first.pk)
+
+    assert response.status_code == 429 and response.json()["error"]["code"] == "too_many_replies"
+    assert Hold.objects.count() == holds and not Message.objects.filter(escalation_of=first).exists()
