@@ -17,6 +17,7 @@ from chat.markdown import render_markdown
 from chat.models import Message, ModelSpec
 from chat.routing import TIERS, tier_answerer
 from chat.selectors import (
+    conversation_cost,
     conversation_messages,
     conversations_for_user,
     get_conversation_for_user,
@@ -181,6 +182,7 @@ def chat(request: HttpRequest, conversation_id: int | None = None) -> HttpRespon
     conversation_url = reverse("chat_conversation", args=[0]).replace("/0/", "/{id}/")
     config = {
         "conversation_id": conversation.pk if conversation else None,
+        "conversation_cost": conversation_cost(conversation=conversation) if conversation else 0,
         "api_base": "/api/v1/",
         "conversation_url": conversation_url,
         "new_chat_url": reverse("chat"),
@@ -203,7 +205,13 @@ def chat(request: HttpRequest, conversation_id: int | None = None) -> HttpRespon
         ],
     }
     conversations = [
-        {"id": c.pk, "title": c.title, "url": reverse("chat_conversation", args=[c.pk]), "current": c == conversation}
+        {
+            "id": c.pk,
+            "title": c.title,
+            "url": reverse("chat_conversation", args=[c.pk]),
+            "current": c == conversation,
+            "running": c.running,
+        }
         for c in conversations_for_user(user=request.user)[:200]
     ]
     return render(
@@ -211,6 +219,7 @@ def chat(request: HttpRequest, conversation_id: int | None = None) -> HttpRespon
         "chat/chat.html",
         {
             "conversation": conversation,
+            "conversation_cost": conversation_cost(conversation=conversation) if conversation else 0,
             "conversations": conversations,
             "blank_item": {"id": "", "title": "", "url": "", "current": False},
             "chat_messages": [

@@ -5,6 +5,8 @@ image button under Auto.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib.auth import get_user_model
 
@@ -231,3 +233,85 @@ def test_regenerate_retry_a_cut_reply_and_edit_a_message(browser, live_server) -
     charged = orm(lambda: list(Message.objects.filter(role="assistant", cost__gt=0).values_list("pk", flat=True)))
     assert len(charged) == 5
     assert not page.problems, page.problems
+
+
+def test_settings_cost_export_search_and_the_generating_marker(browser, live_server) -> None:  # noqa: F811
+    user = orm(lambda: make_user(EMAIL, password=PASSWORD))
+    orm(lambda: funded_wallet(user, 2_000_000))
+    orm(lambda: Conversation.objects.create(user=user, title="Trip to Lisbon"))
+    page = open_page(browser, width=360, height=740)
+    log_in(page, live_server)
+    page.goto(live_server.url + "/chat/")
+    page.get_by_label("Model").select_option("demo")
+    # Settings chosen before the first message go with the conversation it makes.
+    page.get_by_text("Settings", exact=True).click()
+    page.get_by_label("System prompt").fill("Answer like a pirate.")
+    page.get_by_label("Temperature").fill("0.4")
+    page.get_by_role("button", name="Save settings").click()
+    send_with_enter(page, "[demo:tokens=40] [demo:tps=40] Ahoy")
+    reply = last_reply(page)
+    # While it is written, its conversation is marked in the sidebar.
+    item = page.locator('#conversation-list li[data-running="true"]')
+    item.wait_for(state="attached")
+    settled(reply)
+    page.wait_for_function("() => !document.querySelector('#conversation-list li[data-running]')")
+    conversation = orm(lambda: Conversation.objects.exclude(title="Trip to Lisbon").get())
+    assert conversation.system_prompt == "Answer like a pirate." and str(conversation.temperature) == "0.40"
+    cost = orm(lambda: Message.objects.get(role="assistant").cost)
+    assert page.locator("#conversation-cost").inner_text().startswith(f"Cost so far: {cost:,} credits ($0.0000")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+
+    # Changed later with the PATCH, and the page shows what was saved after a reload.
+    page.get_by_label("Temperature").fill("1.5")
+    page.get_by_role("button", name="Save settings").click()
+    page.get_by_text("Saved: the next replies use these settings.").wait_for()
+    assert orm(lambda: str(Conversation.objects.get(pk=conversation.pk).temperature)) == "1.50"
+    page.reload()
+    assert page.locator("#conversation-cost").inner_text().startswith(f"Cost so far: {cost:,} credits")
+    page.get_by_text("Settings", exact=True).click()
+    assert page.get_by_label("Temperature").input_value() == "1.50"
+
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Markdown").click()
+    assert download.value.suggested_filename == f"panels-{conversation.pk}-demo-tokens-40-demo-tps-40-ahoy.md"
+    assert "## You" in open(download.value.path()).read()
+
+    # Search: by title, and by text.
+    page.set_viewport_size({"width": 1280, "height": 800})
+    search = page.get_by_label("Search conversations")
+    search.fill("lisbon")
+    page.get_by_text("1 conversation matches “lisbon”.").wait_for()
+    assert page.locator("#conversation-list .conversation-link").all_inner_texts() == ["Trip to Lisbon"]
+    search.fill("ahoy")
+    page.get_by_text("1 conversation matches “ahoy”.").wait_for()
+    assert "Ahoy" in page.locator("#conversation-list .search-snippet").inner_text()
+    search.press("Escape")
+    page.wait_for_function("() => document.querySelectorAll('#conversation-list li').length === 2")
+    assert not page.problems, page.problems
+
+
+def test_after_a_top_up_from_not_enough_credits_the_conversation_and_draft_are_back(browser, live_server) -> None:  # noqa: F811
+    user = orm(lambda: make_user(EMAIL, password=PASSWORD))
+    conversation = orm(lambda: Conversation.objects.create(user=user, title="Captions"))
+    page = open_page(browser)
+    log_in(page, live_server)
+    page.goto(f"{live_server.url}/chat/c/{conversation.pk}/")
+    page.get_by_label("Model").select_option("demo")
+    send_with_enter(page, "Three captions for a bakery")
+    page.get_by_role("alert").get_by_role("link", name="Top up your wallet").click()
+    page.wait_for_url("**/wallet/topup/")
+    page.get_by_role("button", name=re.compile(r"^Buy \$1\.00 for")).click()
+    page.wait_for_url("**/wallet/topup/*/pay/")
+    page.get_by_role("button", name="Pay $1.00 (demo)").click()
+    page.wait_for_url("**/wallet/topup/*/done/")
+    page.get_by_role("link", name="Start chatting").click()
+    # Back in the conversation the message was for, with the draft in the box.
+    page.wait_for_url(f"{live_server.url}/chat/c/{conversation.pk}/")
+    box = page.get_by_label("Message")
+    page.wait_for_function("() => document.getElementById('composer-input').value === 'Three captions for a bakery'")
+    box.press("Enter")
+    settled(last_reply(page))
+    # Only once: a later visit to a new chat stays there.
+    page.goto(live_server.url + "/chat/")
+    assert page.url == live_server.url + "/chat/"
+    assert all("402" in p for p in page.problems), page.problems

@@ -33,11 +33,29 @@
   var sidebarToggle = $("sidebar-toggle");
   var deleteDialog = $("delete-dialog");
 
+  // Set when "Top up your wallet" is followed from a refused message (see describeError).
+  var RETURN_KEY = "panels:return-after-topup";
+  var RETURN_FOR_MS = 2 * 60 * 60 * 1000;
+
+  // Back from a top-up to a new chat (the top-up page's way back, or the menu): the
+  // conversation the refused message was for, where its draft waits.
+  (function returnAfterTopup() {
+    var back = null;
+    try { back = JSON.parse(sessionGet(RETURN_KEY) || "null"); } catch (e) { back = null; }
+    if (!back) return;
+    sessionSet(RETURN_KEY, "");
+    var fresh = typeof back.at === "number" && Date.now() - back.at < RETURN_FOR_MS;
+    if (fresh && !config.conversation_id && /^\/chat\/c\/\d+\/$/.test(back.url || "")) {
+      window.location.replace(back.url);
+    }
+  })();
+
   var modelsBySlug = {};
   config.models.forEach(function (m) { modelsBySlug[m.slug] = m; });
 
   var state = {
     conversationId: config.conversation_id,
+    cost: config.conversation_cost || 0, // credits the conversation's replies were charged
     sending: false,
     active: null, // the reply being streamed: {id, view, ...}
     attachment: null, // {name, dataUrl, size}
@@ -144,6 +162,10 @@
       }
       var link = make("a", "alert-link", "Top up your wallet");
       link.href = err.detail.topup_url || config.topup_url;
+      // After paying, the way back to chat leads here again; the draft waits in this tab.
+      link.addEventListener("click", function () {
+        sessionSet(RETURN_KEY, JSON.stringify({ url: window.location.pathname, at: Date.now() }));
+      });
       text.append(link);
     } else if (err.code === "wallet_frozen") {
       text.textContent = (err.message || "Your wallet is frozen.") +
@@ -501,6 +523,8 @@
   }
 
   function renderSettled(view, message) {
+    var wasRunning = view.article.getAttribute("aria-busy") === "true";
+    if (wasRunning && typeof message.cost === "number") addCost(message.cost);
     view.article.setAttribute("data-status", message.status);
     setBusy(view, false);
     if (message.status === "failed") {
@@ -689,6 +713,8 @@
       abort: new AbortController(),
     };
     state.active = stream;
+    var streamConversation = state.conversationId;
+    markRunning(streamConversation, true);
     setBusy(view, true);
     setStreamingUi(true);
     if (!view.body.firstChild) view.body.append(make("span", "typing", "Waiting for the model…"));
@@ -747,6 +773,7 @@
       showError(err instanceof ApiError ? err : new ApiError(0, "network", "The reply could not be loaded."));
     }).then(function () {
       if (state.active === stream) state.active = null;
+      markRunning(streamConversation, false);
       setStreamingUi(false);
     });
   }
@@ -787,6 +814,123 @@
       button.disabled = false;
       showError(err);
     });
+  }
+
+  /* ---------- the conversation: cost, settings, export ---------- */
+
+  function addCost(credits) {
+    state.cost += credits;
+    var box = $("conversation-cost");
+    box.querySelector("[data-cost]").textContent = formatInt(state.cost) + " credits (" + formatUsd(state.cost) + ")";
+    box.hidden = state.cost <= 0;
+  }
+
+  function settingsBody() {
+    var temperature = $("temperature").value.trim();
+    return { system_prompt: $("system-prompt").value, temperature: temperature === "" ? null : temperature };
+  }
+
+  function showExportLinks() {
+    var base = API + "/conversations/" + state.conversationId + "/export?as=";
+    $("export-markdown").href = base + "markdown";
+    $("export-json").href = base + "json";
+    $("export-links").hidden = !state.conversationId;
+  }
+
+  $("settings-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    var note = $("settings-status");
+    var field = $("temperature");
+    if (!field.checkValidity()) {
+      note.textContent = "The temperature must be a number from 0 to 2.";
+      field.focus();
+      return;
+    }
+    if (!state.conversationId) {
+      // A new chat: the settings go with the conversation its first message makes.
+      note.textContent = "Saved: used from your first message.";
+      return;
+    }
+    note.textContent = "Saving…";
+    api("PATCH", "/conversations/" + state.conversationId, settingsBody()).then(function () {
+      note.textContent = "Saved: the next replies use these settings.";
+    }, function (err) {
+      note.textContent = "";
+      showError(err);
+    });
+  });
+
+  /* ---------- the sidebar: search and replies still being written ---------- */
+
+  var searchBox = $("conversation-search");
+  var searchStatus = $("search-status");
+  var fullList = null; // the sidebar as it was before a search
+  var searchTimer = null;
+  var searchSeq = 0;
+
+  function conversationItem(conversation) {
+    var li = $("conversation-item-template").content.firstElementChild.cloneNode(true);
+    li.setAttribute("data-conversation-id", conversation.id);
+    if (conversation.running) li.setAttribute("data-running", "true");
+    var link = li.querySelector(".conversation-link");
+    link.href = chatUrl(conversation.id);
+    link.textContent = conversation.title || "New chat";
+    if (String(conversation.id) === String(state.conversationId)) link.setAttribute("aria-current", "page");
+    if (conversation.snippet) link.append(make("span", "search-snippet", conversation.snippet));
+    labelItemButtons(li);
+    return li;
+  }
+
+  function runSearch() {
+    var q = searchBox.value.trim();
+    var seq = ++searchSeq;
+    if (!q) {
+      if (fullList) { list.replaceChildren.apply(list, fullList); fullList = null; }
+      searchStatus.hidden = true;
+      return;
+    }
+    api("GET", "/conversations?q=" + encodeURIComponent(q)).then(function (found) {
+      if (seq !== searchSeq) return; // a newer search is on its way
+      if (!fullList) fullList = Array.prototype.slice.call(list.children);
+      list.replaceChildren.apply(list, found.map(conversationItem));
+      searchStatus.textContent = found.length ? found.length + (found.length === 1 ? " conversation matches" : " conversations match") +
+        " “" + q + "”." : "No conversation matches “" + q + "”.";
+      searchStatus.hidden = false;
+    }, function (err) { if (seq === searchSeq) showError(err); });
+  }
+
+  searchBox.addEventListener("input", function () {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(runSearch, 250);
+  });
+  searchBox.addEventListener("keydown", function (e) {
+    if (e.key === "Escape" && searchBox.value) { e.preventDefault(); searchBox.value = ""; runSearch(); }
+  });
+
+  function markRunning(conversationId, running) {
+    var li = itemFor(conversationId);
+    if (!li) return;
+    if (running) li.setAttribute("data-running", "true"); else li.removeAttribute("data-running");
+  }
+
+  // Replies still being written in other conversations (another tab, or left mid-reply): the
+  // marker goes once they end. One small request every few seconds, only while there are any.
+  var pollTimer = null;
+  function watchBackground() {
+    clearTimeout(pollTimer);
+    var others = Array.prototype.filter.call(list.querySelectorAll("li[data-running]"), function (li) {
+      return li.getAttribute("data-conversation-id") !== String(state.conversationId);
+    });
+    if (!others.length) return;
+    pollTimer = setTimeout(function () {
+      api("GET", "/conversations").then(function (all) {
+        var running = {};
+        all.forEach(function (c) { if (c.running) running[c.id] = true; });
+        others.forEach(function (li) {
+          if (!running[li.getAttribute("data-conversation-id")]) li.removeAttribute("data-running");
+        });
+      }, function () { /* try again on the next round */ }).then(watchBackground);
+    }, 4000);
   }
 
   /* ---------- edit and regenerate ---------- */
@@ -981,8 +1125,11 @@
 
   function ensureConversation(content) {
     if (state.conversationId) return Promise.resolve(null);
-    return api("POST", "/conversations", { title: titleFrom(content) }).then(function (conversation) {
+    var body = settingsBody();
+    body.title = titleFrom(content);
+    return api("POST", "/conversations", body).then(function (conversation) {
       switchConversation(conversation.id);
+      showExportLinks();
       chatRoot.setAttribute("data-conversation-id", conversation.id);
       storageSet(modelKey(conversation.id), select.value);
       history.replaceState(null, "", chatUrl(conversation.id));
@@ -1003,6 +1150,7 @@
       chatRoot.removeAttribute("data-conversation-id");
       storageSet(modelKey(conversation.id), "");
       history.replaceState(null, "", config.new_chat_url);
+      $("export-links").hidden = true;
       var li = itemFor(conversation.id);
       if (li) li.remove();
       if (!list.querySelector("li")) list.append(make("li", "empty-list muted", "No conversations yet."));
@@ -1262,6 +1410,7 @@
   }
 
   log.querySelectorAll("article.msg").forEach(decorate);
+  watchBackground();
 
   // The skip link leads to the message box, past the conversation list.
   var skip = document.querySelector("a.skip");
