@@ -104,6 +104,8 @@ def _stream(message: Message, spec: ModelSpec, writer: streams.ReplyWriter, dead
                 messages=request,
                 max_tokens=spec.max_output_tokens,
                 temperature=float(temperature) if temperature is not None else None,
+                # No read may outlast the time the hold has left.
+                timeout=max(1.0, min(float(settings.MODEL_TIMEOUT_SECONDS), deadline - time.monotonic())),
             )
             try:
                 chunks = 0

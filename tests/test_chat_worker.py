@@ -411,3 +411,26 @@ def test_the_workers_background_loop_runs_the_stale_reply_sweep(monkeypatch, set
     finally:
         stop.set()
         loop.join(timeout=10)
+
+
+def test_a_stalled_model_call_is_cut_at_the_time_the_hold_has_left(conversation, settings, monkeypatch):
+    settings.MODEL_TIMEOUT_SECONDS = 120
+    settings.MODEL_FIRST_TOKEN_RETRIES = 0
+    reply = send(conversation, "[demo:fail=timeout] are you there?")
+    # About 3 s left before the reply must stop (the hold's last DEADLINE_MARGIN_SECONDS are for settling).
+    Hold.objects.filter(pk=reply.hold_id).update(
+        expires_at=timezone.now() + dt.timedelta(seconds=worker.DEADLINE_MARGIN_SECONDS + 3)
+    )
+    timeouts: list[float] = []
+    real = worker.providers.chat_stream
+
+    def spy(**kwargs):
+        timeouts.append(kwargs["timeout"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(worker.providers, "chat_stream", spy)
+    worker.message_run(message_id=reply.pk)
+    reply.refresh_from_db()
+    assert len(timeouts) == 1 and 1 <= timeouts[0] <= 3
+    assert reply.status == Message.Status.FAILED and reply.error_code == "timeout"
+    assert balance(conversation.user) == START

@@ -95,8 +95,12 @@ def chat_stream(
     temperature: float | None = None,
     top_p: float | None = None,
     stop: list[str] | None = None,
+    timeout: float | None = None,
 ) -> ReplyStream:
-    """Open a streamed completion; raises ProviderError if the call fails before streaming."""
+    """Open a streamed completion; raises ProviderError if the call fails before streaming.
+
+    `timeout` (seconds) bounds the call and each read below MODEL_TIMEOUT_SECONDS: the
+    worker passes the time its reply has left, so a stalled read ends before the hold does."""
     if spec.is_demo and not settings.DEMO_ALLOWED:
         # The last lock: whatever queued it, production never calls the demo server.
         raise ProviderError(
@@ -119,6 +123,8 @@ def chat_stream(
 
         return estimate_request_tokens(spec, messages)
 
+    if timeout is not None:
+        body["timeout"] = timeout
     return module.stream(
         base_url=base_url(spec), api_key=spec.api_key, caps=caps, body=body, estimate_input=estimate_input
     )

@@ -165,6 +165,8 @@ def stream(*, base_url: str, api_key: str, caps: Capabilities, body: dict, estim
     if body.get("stop"):
         request["stop_sequences"] = body["stop"]
     try:
+        if "timeout" in body:
+            request["timeout"] = body["timeout"]
         raw = _client(base_url=base_url, api_key=api_key).messages.create(**request)
     except Exception as exc:
         raise translate_error(exc) from exc
