@@ -37,7 +37,7 @@ durable=$("$(pg_bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atc "SHOW 
 export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/panels"
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 export DEMO_MODEL_URL="http://127.0.0.1:$DEMO_PORT/v1"
-export DEBUG=false LOG_LEVEL=WARNING RATE_SEND=1000000/min DB_POOL_MAX_SIZE=${DB_POOL_MAX_SIZE:-40}
+export DEBUG=false LOG_LEVEL=WARNING RATE_SEND=1000000/min MAX_REPLIES_IN_FLIGHT_PER_USER=0 DB_POOL_MAX_SIZE=${DB_POOL_MAX_SIZE:-40}
 
 "$PY" manage.py migrate -v0
 "$PY" manage.py createcachetable
@@ -71,10 +71,13 @@ pids+=($!)
 "$VENV/bin/uvicorn" panels.asgi:application --host 127.0.0.1 --port "$WEB_PORT" --log-level warning --workers 1 \
   --no-access-log --timeout-keep-alive 30 >"$TMP/web.log" 2>&1 &
 pids+=($!)
-(cd "$TMP" && LITELLM_LOG=ERROR "$LITELLM_VENV/bin/litellm" --config "$TMP/litellm.yaml" --host 127.0.0.1 \
+(cd "$TMP" && env -u DATABASE_URL -u REDIS_URL LITELLM_LOG=ERROR "$LITELLM_VENV/bin/litellm" --config "$TMP/litellm.yaml" --host 127.0.0.1 \
   --port "$LITELLM_PORT" --num_workers 1 >"$TMP/litellm.log" 2>&1) &
 pids+=($!)
-wait_port "$WEB_PORT" 300; wait_port "$DEMO_PORT" 100; wait_port "$LITELLM_PORT" 600
+# Tries of 0.1 s: the web process loads Auto's encoder at start, LiteLLM its whole proxy.
+for p in "$WEB_PORT:web" "$DEMO_PORT:demo" "$LITELLM_PORT:litellm"; do
+  wait_port "${p%%:*}" 3000 || { log "${p#*:} did not start"; tail -n 20 "$TMP"/*.log; exit 1; }
+done
 sleep 3
 MACHINE="$(nproc) cores, $(free -g | awk '/Mem/{print $2}') GB, $(uname -m); PostgreSQL fsync/synchronous_commit $durable"
 echo "machine: $MACHINE; $(date -u +%Y-%m-%d)"
