@@ -59,7 +59,7 @@ class Worker:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _wait_for_worker(worker: Worker, timeout: float = 45.0) -> None:
+def _wait_for_worker(worker: Worker, timeout: float = 120.0) -> None:
     from panels.heartbeat import worker_key
     from panels.redis_client import get_redis
 

@@ -50,6 +50,7 @@ ACCESS: dict[str, Access] = {
     "apikey_limit": Access("page", ("post",), owns="apikey"),
     "wallet": Access("page", ("get",)),
     "wallet_export": Access("page", ("get",)),
+    "wallet_alert": Access("page", ("post",)),
     "topup": Access("page", ("get", "post")),
     "topup_demo_pay": Access("page", ("get", "post"), owns="topup"),
     "topup_done": Access("page", ("get",), owns="topup"),
@@ -69,6 +70,10 @@ ACCESS: dict[str, Access] = {
     "api_message_stream": Access("api", owns="message"),
     "api_message_cancel": Access("api", owns="message"),
     "api_message_retry": Access("api", owns="message"),
+    "api_message_regenerate": Access("api", owns="message"),
+    "api_message_edit": Access("api", owns="message"),
+    "api_message_escalate": Access("api", owns="message"),
+    "api_conversation_export": Access("api", owns="conversation"),
     "api_route": Access("api"),
     "api_keys": Access("api"),
     # the OpenAI-compatible API: a Panels key only
