@@ -34,6 +34,9 @@ class ApiCall(models.Model):
     hold = models.OneToOneField("wallet.Hold", null=True, blank=True, on_delete=models.PROTECT, related_name="api_call")
     reserved = models.BigIntegerField(default=0, help_text="Credits held for the worst case while the call runs.")
     input_estimate = models.PositiveIntegerField(default=0)
+    prices = models.JSONField(
+        default=dict, blank=True, help_text="The prices the call is held and charged at (ModelSpec.prices_snapshot)."
+    )
     max_output_tokens = models.PositiveIntegerField(default=0)
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
     output_tokens = models.PositiveIntegerField(null=True, blank=True)

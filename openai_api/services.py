@@ -26,11 +26,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from chat.costs import rates, reply_cost
 from chat.errors import ModelUnavailable
 from chat.models import ModelSpec
 from chat.providers import ProviderError
 from chat.routing import route_for_message
-from chat.tokens import estimate_output_tokens, estimate_prompt_tokens
+from chat.tokens import estimate_output_tokens, estimate_request_tokens
 from openai_api import shapes
 from openai_api.errors import OpenAIError
 from openai_api.models import ApiCall
@@ -39,7 +40,7 @@ from openai_api.selectors import SPENT
 from openai_api.upstream import Usage
 from panels.models import ApiKey
 from wallet.errors import HoldNotPending, InsufficientCredits, WalletFrozen
-from wallet.services import cost_in_credits, wallet_for_user, wallet_hold, wallet_post, wallet_void
+from wallet.services import wallet_for_user, wallet_hold, wallet_post, wallet_void
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +153,15 @@ def _resolve(request: CompletionRequest) -> tuple[ModelSpec, str, str]:
 
 def affordable_output_tokens(*, available: int, input_tokens: int, spec: ModelSpec) -> int:
     """How many output tokens `available` credits pay for after the input's estimate."""
+    # At the rates of the tier a prompt of this size falls in.
+    input_rate, output_rate = rates(spec.prices_snapshot(), input_tokens=input_tokens)
     budget = Decimal(max(available, 0)) * Decimal(1_000_000) / Decimal(settings.CREDITS_PER_USD)
-    left = budget - Decimal(input_tokens) * spec.input_price
+    left = budget - Decimal(input_tokens) * input_rate
     if left <= 0:
         return 0
-    if spec.output_price <= 0:
+    if output_rate <= 0:
         return spec.max_output_tokens
-    return min(math.floor(left / spec.output_price), spec.max_output_tokens)
+    return min(math.floor(left / output_rate), spec.max_output_tokens)
 
 
 def _refuse(call: ApiCall, error: OpenAIError) -> Replay:
@@ -203,7 +206,6 @@ def call_begin(*, authorization: str, body: bytes, idempotency_key: str = "") ->
         return _existing(user.pk, idempotency_key, request.body_hash)
 
     spec, tier, reason = _resolve(request)
-    images = request.images if spec.image_input else 0
     if request.images and not spec.image_input:
         raise OpenAIError(400, f"{spec.name} does not accept images.", code="image_input_unsupported", param="messages")
     if request.max_tokens is not None and request.max_tokens > spec.max_output_tokens:
@@ -215,7 +217,8 @@ def call_begin(*, authorization: str, body: bytes, idempotency_key: str = "") ->
             param=request.max_tokens_param,
         )
     max_tokens = request.max_tokens or spec.max_output_tokens
-    input_estimate = estimate_prompt_tokens((t.text, t.images if images else 0) for t in request.turns)
+    # Per model: its provider's tokenizer scale and image formula, as the chat send does.
+    input_estimate = estimate_request_tokens(spec, request.upstream_messages())
     if input_estimate + max_tokens > spec.context_window:
         raise OpenAIError(
             400,
@@ -225,15 +228,9 @@ def call_begin(*, authorization: str, body: bytes, idempotency_key: str = "") ->
             code="context_length_exceeded",
             param="messages",
         )
-    worst_case = max(
-        cost_in_credits(
-            input_tokens=input_estimate,
-            output_tokens=max_tokens,
-            input_price=spec.input_price,
-            output_price=spec.output_price,
-        ),
-        1,
-    )
+    # The call keeps the prices it is held at (tiers included): a price change never alters it.
+    prices = spec.prices_snapshot()
+    worst_case = max(reply_cost(prices, input_tokens=input_estimate, output_tokens=max_tokens), 1)
     store = settings.API_STORE_CONTENT
     with transaction.atomic():
         try:
@@ -248,6 +245,7 @@ def call_begin(*, authorization: str, body: bytes, idempotency_key: str = "") ->
                     stream=request.stream,
                     reserved=worst_case,
                     input_estimate=input_estimate,
+                    prices=prices,
                     max_output_tokens=max_tokens,
                     idempotency_key=idempotency_key,
                     request_hash=request.body_hash if idempotency_key else "",
@@ -341,11 +339,8 @@ def call_finish(
         return Finished(status=ApiCall.Status.FAILED, usage=Usage(0, 0), cost=0, estimated=False, error=error)
     estimated = usage is None
     usage = usage or Usage(call.input_estimate, estimate_output_tokens(text))
-    cost = cost_in_credits(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        input_price=spec.input_price,
-        output_price=spec.output_price,
+    cost = reply_cost(
+        call.prices or spec.prices_snapshot(), input_tokens=usage.input_tokens, output_tokens=usage.output_tokens
     )
     # Above the hold (an estimate that fell short), wallet_post charges the excess from
     # the available balance and records any shortfall: nothing is written off.

@@ -17,7 +17,7 @@ import pytest
 
 from chat.demo_server import build_reply_tokens
 from chat.models import ModelSpec
-from chat.tokens import estimate_prompt_tokens
+from chat.tokens import estimate_request_tokens
 from openai_api.models import ApiCall
 from openai_api.services import calls_fail_stale
 from panels.models import ApiKey
@@ -173,7 +173,7 @@ def test_a_key_limit_holds_under_concurrent_calls_and_402_names_it(live_web, ali
     prompt = "[demo:tokens=5][demo:ttft=1500] limited"
     messages = [{"role": "user", "content": prompt}]
     # Worst case of one call: the input estimate and 100 output tokens.
-    input_estimate = estimate_prompt_tokens([(prompt, 0)])
+    input_estimate = estimate_request_tokens(ModelSpec.objects.get(slug="demo"), messages)
     worst = demo_cost(input_estimate, 100)
     api_key, secret = ApiKey.issue(user=alice, spend_limit=3 * worst, limit_period=ApiKey.LimitPeriod.DAY)
     limited = openai.OpenAI(base_url=f"{live_web.url}/v1", api_key=secret, max_retries=0)
