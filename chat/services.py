@@ -151,11 +151,15 @@ def _history(conversation: Conversation) -> list[Message]:
     ]
 
 
-def _auto_decision(requested: str, *, content: str, conversation: Conversation) -> RouteDecision | None:
-    """For Auto, the router's tier, decided before the transaction (the embedding takes milliseconds)."""
+def _auto_decision(
+    requested: str, *, content: str, conversation: Conversation, before_id: int | None = None
+) -> RouteDecision | None:
+    """For Auto, the router's tier, decided before the transaction (the embedding takes milliseconds,
+    and no row lock may wait on it). `before_id`: only the history before that message counts."""
     if requested != AUTO:
         return None
-    return auto_decide(content=content, history=[m.content for m in _history(conversation)])
+    history = [m for m in _history(conversation) if before_id is None or m.pk < before_id]
+    return auto_decide(content=content, history=[m.content for m in history])
 
 
 def _resolve_model(
@@ -475,23 +479,40 @@ def message_regenerate(
     )
 
 
+def _prompt_answered_by(reply: Message) -> Message | None:
+    """The user's message a reply answered: the last one before it that is not replaced."""
+    return (
+        Message.objects.filter(
+            conversation_id=reply.conversation_id, role=Message.Role.USER, id__lt=reply.pk, superseded_at__isnull=True
+        )
+        .order_by("-id")
+        .first()
+    )
+
+
 def _regenerate(*, user: AbstractBaseUser, message: Message, model: str, remember: Remember) -> Message:
     if message.role != Message.Role.ASSISTANT:
         raise Conflict("Only a reply can be regenerated.", code="not_a_reply")
+    requested = model or message.requested_model or (message.model.slug if message.model_id else AUTO)
+    answered = _prompt_answered_by(message)
+    decision = (
+        _auto_decision(requested, content=answered.content, conversation=message.conversation, before_id=answered.pk)
+        if answered is not None
+        else None
+    )
     with transaction.atomic():
         locked = _lock_for_revision(message)
-        prompt = (
-            locked.messages.filter(role=Message.Role.USER, id__lt=message.pk, superseded_at__isnull=True)
-            .order_by("-id")
-            .first()
-        )
+        prompt = _prompt_answered_by(message)
         if prompt is None:
             raise Conflict("There is no message to answer.", code="not_retryable")
         _supersede_from(locked, first_id=prompt.pk + 1)
         history = _history(locked)
-        requested = model or message.requested_model or (message.model.slug if message.model_id else AUTO)
         spec, routed_by = _resolve_model(
-            requested, content=prompt.content, history=history[:-1], images=bool(prompt.attachments)
+            requested,
+            content=prompt.content,
+            history=history[:-1],
+            images=bool(prompt.attachments),
+            decision=decision if answered is not None and answered.pk == prompt.pk else None,
         )
         if prompt.attachments and not spec.image_input:
             raise InvalidMessage(f"{spec.name} does not take images.", code="images_not_supported")
@@ -530,12 +551,15 @@ def message_edit(
 def _edit(*, user: AbstractBaseUser, message: Message, content: str, model: str, remember: Remember) -> Message:
     if message.role != Message.Role.USER:
         raise Conflict("Only a message you wrote can be edited.", code="not_editable")
+    decision = _auto_decision(model, content=content, conversation=message.conversation, before_id=message.pk)
     with transaction.atomic():
         locked = _lock_for_revision(message)
         _supersede_from(locked, first_id=message.pk)
         history = _history(locked)
         images = list(message.attachments or [])
-        spec, routed_by = _resolve_model(model, content=content, history=history, images=bool(images))
+        spec, routed_by = _resolve_model(
+            model, content=content, history=history, images=bool(images), decision=decision
+        )
         if images and not spec.image_input:
             raise InvalidMessage(f"{spec.name} does not take images.", code="images_not_supported")
         prompt = Message.objects.create(

@@ -169,3 +169,32 @@ def test_a_repeated_idempotency_key_regenerates_once(api, conversation, queued):
         f"/api/v1/messages/{a.pk}/regenerate", {"model": "auto"}, format="json", HTTP_IDEMPOTENCY_KEY="regen-1"
     )
     assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_auto_decides_outside_the_transaction_for_regenerate_and_edit(api, conversation, monkeypatch):
+    """The router's embedding takes milliseconds: no conversation or wallet row lock waits on it."""
+    from chat import routing, services
+
+    first = send_and_run(api, conversation, "[demo:tokens=5] Hello")
+    seen: list[bool] = []
+    real = routing.auto_decide
+
+    def watched(**kwargs):
+        from django.db import connection
+
+        seen.append(connection.in_atomic_block)
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "auto_decide", watched)
+    monkeypatch.setattr(routing, "auto_decide", watched)
+
+    response = api.post(f"/api/v1/messages/{first.pk}/regenerate", {"model": "auto"}, format="json")
+    assert response.status_code == 202, response.json()
+    worker.message_fail(Message.objects.get(pk=response.json()["id"]), code="test", text="stopped for the test")
+    prompt = Message.objects.get(pk=first.context_ids[-1])
+    response = api.post(
+        f"/api/v1/messages/{prompt.pk}/edit", {"content": "Tag this: great", "model": "auto"}, format="json"
+    )
+    assert response.status_code == 202, response.json()
+
+    assert seen and not any(seen), seen  # decided, and never inside a transaction
