@@ -37,7 +37,7 @@ durable=$("$(pg_bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atc "SHOW 
 export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/panels"
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 export DEMO_MODEL_URL="http://127.0.0.1:$DEMO_PORT/v1"
-export DEBUG=false LOG_LEVEL=WARNING RATE_SEND=1000000/min MAX_REPLIES_IN_FLIGHT_PER_USER=0 DB_POOL_MAX_SIZE=${DB_POOL_MAX_SIZE:-40}
+export DEBUG=false LOG_LEVEL=WARNING RATE_SEND=1000000/min RATE_V1=1000000/min MAX_REPLIES_IN_FLIGHT_PER_USER=0 DB_POOL_MAX_SIZE=${DB_POOL_MAX_SIZE:-40}
 
 "$PY" manage.py migrate -v0
 "$PY" manage.py createcachetable

@@ -34,6 +34,7 @@ from chat.routing import route_for_message
 from chat.tokens import estimate_output_tokens, estimate_request_tokens
 from openai_api import shapes
 from openai_api.errors import OpenAIError
+from openai_api.limits import key_rate_check
 from openai_api.models import ApiCall
 from openai_api.request import CompletionRequest, parse
 from openai_api.selectors import SPENT
@@ -197,6 +198,7 @@ def _existing(user_id: int, idempotency_key: str, body_hash: str) -> Replay:
 def call_begin(*, authorization: str, body: bytes, idempotency_key: str = "") -> Begun | Replay:
     """Authenticate, check the body, pick the model and hold the worst case; commits before returning."""
     api_key = key_authenticate(authorization)
+    key_rate_check(api_key)
     request = parse(body)
     user = api_key.user
     idempotency_key = idempotency_key.strip()

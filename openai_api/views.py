@@ -24,6 +24,7 @@ from chat.providers import ProviderError
 from chat.selectors import models_catalog
 from openai_api import services, shapes
 from openai_api.errors import OpenAIError, error_response
+from openai_api.limits import key_rate_check
 from openai_api.services import AUTO, Begun, Finished, Replay
 from openai_api.upstream import UpstreamStream, Usage, open_stream
 
@@ -232,7 +233,7 @@ def _replay(replay: Replay) -> HttpResponse:
 
 def _models(authorization: str) -> dict:
     try:
-        services.key_authenticate(authorization)
+        key_rate_check(services.key_authenticate(authorization))
         data = [
             {"id": AUTO, "object": "model", "created": 0, "owned_by": "panels"},
         ]

@@ -266,6 +266,8 @@ REST_FRAMEWORK = {
         "send": envstr("RATE_SEND", "60/min"),
         "topup": envstr("RATE_TOPUP", "20/min"),
         "route": envstr("RATE_ROUTE", "600/min"),
+        # Per API key, on the OpenAI-compatible /v1/ endpoints (openai_api/limits.py).
+        "v1": envstr("RATE_V1", "600/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
