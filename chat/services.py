@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from chat import providers, streams
@@ -28,6 +28,7 @@ from chat.send_keys import Remember, send_once
 from chat.tokens import REPLY_PRIMING_TOKENS, model_message_tokens
 from chat.usage_records import usage_keep_for_deletion
 from chat.worker import RUNNING, announce_done, message_fail
+from wallet.models import Account
 from wallet.services import wallet_for_user, wallet_hold, wallet_void
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,45 @@ def _lock_conversation(pk: int) -> Conversation:
     if locked is None:
         raise Gone("This conversation no longer exists; it was deleted.")
     return locked
+
+
+def _lock_for_send(conversation: Conversation, *, user: AbstractBaseUser, title: str = "") -> tuple[Conversation, int]:
+    """Start a send: lock the user's row, then the conversation's, and touch the conversation
+    (`updated_at`, and `title` if it has none), in one statement. Returns the conversation as
+    locked and the user's wallet id.
+
+    The user's row (FOR NO KEY UPDATE: rows that refer to it can still be inserted) makes
+    the user's sends take turns, so the cap on replies in flight is counted exactly without
+    the wallet's row, which only the hold, the send's last statement, locks. Sends in one
+    conversation take turns on its row, so each builds its context in order.
+    """
+    user_table = user._meta.db_table
+    returning = (
+        "RETURNING chat_conversation.title, chat_conversation.system_prompt,"
+        " (SELECT w.id FROM wallet_account w WHERE w.user_id = chat_conversation.user_id)"
+    )
+    touch = "SET updated_at = %s, title = CASE WHEN title = '' THEN %s ELSE title END"
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        sql = (
+            f"WITH u AS (SELECT id FROM {user_table} WHERE id = %s FOR NO KEY UPDATE) "
+            f"UPDATE chat_conversation {touch} FROM u "
+            f"WHERE chat_conversation.id = %s AND chat_conversation.user_id = u.id {returning}"
+        )
+        params = [user.pk, now, title[:200], conversation.pk]
+    else:  # SQLite: a write transaction holds the whole database already
+        sql = f"UPDATE chat_conversation {touch} WHERE id = %s AND user_id = %s {returning}"
+        params = [now, title[:200], conversation.pk, user.pk]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise Gone("This conversation no longer exists; it was deleted.")
+    conversation.title, conversation.system_prompt, wallet_id = row
+    conversation.updated_at = now
+    if wallet_id is None:  # a user's first reply: the wallet is made now
+        wallet_id = wallet_for_user(user=user).pk
+    return conversation, wallet_id
 
 
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
@@ -200,7 +240,6 @@ def _check_image_formats(prompt: Message, spec: ModelSpec) -> None:
 
 def _reply_create(
     *,
-    user: AbstractBaseUser,
     conversation: Conversation,
     spec: ModelSpec,
     requested_model: str,
@@ -210,7 +249,8 @@ def _reply_create(
     escalation_of: Message | None = None,
     route_category: str = "",
 ) -> Message:
-    """Trim the context, store a queued reply and hold its worst case; in the caller's transaction."""
+    """Trim the context and store a queued reply, in the caller's transaction; `_reply_hold`
+    then holds its worst case, as that transaction's last statement."""
     budget = spec.context_window - spec.max_output_tokens
     prompt = candidates[-1]
     if spec.image_input:
@@ -235,7 +275,7 @@ def _reply_create(
     chosen.reverse()
     # The reply keeps the prices it is held at: a price change never alters it.
     prices = spec.prices_snapshot()
-    reply = Message.objects.create(
+    return Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
         status=Message.Status.QUEUED,
@@ -249,27 +289,34 @@ def _reply_create(
         input_estimate=total,
         prices=prices,
     )
-    worst_case = reply_cost(prices, input_tokens=total, output_tokens=spec.max_output_tokens)
+
+
+def _reply_hold(reply: Message, *, wallet_id: int) -> None:
+    """Hold the reply's worst case and point the reply at the hold: one statement on
+    PostgreSQL, the send's last, so the wallet's row is locked only from it to the commit."""
+    worst_case = reply_cost(
+        reply.prices, input_tokens=reply.input_estimate, output_tokens=reply.model.max_output_tokens
+    )
     reply.hold = wallet_hold(
-        account=wallet_for_user(user=user),
+        account=Account(pk=wallet_id),
         amount=max(worst_case, 1),
         idempotency_key=f"message:{reply.pk}",
         reference=f"message:{reply.pk}",
+        attach=(Message._meta.db_table, reply.pk),
     )
-    reply.save(update_fields=["hold"])
-    return reply
 
 
 def _check_in_flight(user: AbstractBaseUser) -> None:
-    """Refuse a reply past the user's cap on replies queued or streaming (the new one counted).
+    """Refuse a reply past the user's cap on replies queued or streaming (counted before the
+    new one is stored).
 
-    Called after the hold, which locks the user's wallet row until commit: two sends of
+    Called under `_lock_for_send`'s lock on the user's row, held until commit: two sends of
     one user count in turn, so the cap is exact. It also keeps the queue fair: no user
     has more than the cap waiting in Celery, so one user's many slow replies cannot hold
     the worker pool while another user's reply waits.
     """
     cap = settings.MAX_REPLIES_IN_FLIGHT_PER_USER
-    if cap and replies_in_flight(user=user) > cap:
+    if cap and replies_in_flight(user=user) >= cap:
         raise TooManyReplies(
             f"You already have {cap} {'reply' if cap == 1 else 'replies'} running, the most at once. "
             "Wait for one to finish (or stop one), then send again."
@@ -352,32 +399,28 @@ def _send(
     images: list[dict],
     remember: Remember,
 ) -> Message:
+    # What needs no lock happens before the transaction: Auto's decision (the router's
+    # embedding) and the model's row (with the decision made, Auto needs no history).
     decision = _auto_decision(model, content=content, conversation=conversation)
+    spec, routed_by = _resolve_model(model, content=content, history=[], images=bool(images), decision=decision)
+    if images and not spec.image_input:
+        raise InvalidMessage(f"{spec.name} does not take images.", code="images_not_supported")
     with transaction.atomic():
-        # Sends in one conversation take turns, so each builds its context in order.
-        locked = _lock_conversation(conversation.pk)
+        locked, wallet_id = _lock_for_send(conversation, user=user, title=_title_from(content))
         history = _history(locked)
-        spec, routed_by = _resolve_model(
-            model, content=content, history=history, images=bool(images), decision=decision
-        )
-        if images and not spec.image_input:
-            raise InvalidMessage(f"{spec.name} does not take images.", code="images_not_supported")
+        _check_in_flight(user)
         prompt = Message.objects.create(
             conversation=locked, role=Message.Role.USER, content=content, attachments=images
         )
         reply = _reply_create(
-            user=user,
             conversation=locked,
             spec=spec,
             requested_model=model,
             routed_by=routed_by,
             candidates=[*history, prompt],
         )
-        _check_in_flight(user)
         remember(reply)
-        if not locked.title:
-            locked.title = _title_from(content)
-        locked.save(update_fields=["title", "updated_at"])
+        _reply_hold(reply, wallet_id=wallet_id)  # the last statement: the wallet's row is locked to the commit
         failures = _enqueue_after_commit(reply)
     _raise_if_not_queued(failures)
     return reply
@@ -406,7 +449,7 @@ def _retry(*, user: AbstractBaseUser, message: Message, remember: Remember) -> M
         if earlier and earlier[-1].role == Message.Role.USER:
             decision = auto_decide(content=earlier[-1].content, history=[m.content for m in earlier[:-1]])
     with transaction.atomic():
-        locked = _lock_conversation(message.conversation_id)
+        locked, wallet_id = _lock_for_send(message.conversation, user=user)
         latest = locked.messages.order_by("-id").first()
         if latest is None or latest.pk != message.pk:
             raise Conflict("Only the latest reply of a conversation can be retried.", code="not_retryable")
@@ -421,8 +464,8 @@ def _retry(*, user: AbstractBaseUser, message: Message, remember: Remember) -> M
             images=bool(prompt.attachments),
             decision=decision,
         )
+        _check_in_flight(user)
         reply = _reply_create(
-            user=user,
             conversation=locked,
             spec=spec,
             requested_model=requested,
@@ -430,9 +473,8 @@ def _retry(*, user: AbstractBaseUser, message: Message, remember: Remember) -> M
             candidates=history,
             retry_of=message,
         )
-        _check_in_flight(user)
         remember(reply)
-        locked.save(update_fields=["updated_at"])
+        _reply_hold(reply, wallet_id=wallet_id)  # the last statement
         failures = _enqueue_after_commit(reply)
     _raise_if_not_queued(failures)
     return reply
@@ -447,9 +489,10 @@ def _retry(*, user: AbstractBaseUser, message: Message, remember: Remember) -> M
 # touched: what a replaced reply cost stays charged, its usage line stays in the wallet.
 
 
-def _lock_for_revision(message: Message) -> Conversation:
-    """The message's conversation, locked; refused while a reply runs or if already replaced."""
-    locked = _lock_conversation(message.conversation_id)
+def _lock_for_revision(message: Message, *, user: AbstractBaseUser) -> tuple[Conversation, int]:
+    """The message's conversation, locked for a send (and the wallet's id); refused while a
+    reply runs or if already replaced."""
+    locked, wallet_id = _lock_for_send(message.conversation, user=user)
     if messages_running(conversation=locked):
         raise Conflict(
             "A reply in this conversation is still running; stop it or wait for it to finish first.",
@@ -457,7 +500,7 @@ def _lock_for_revision(message: Message) -> Conversation:
         )
     if Message.objects.filter(pk=message.pk, superseded_at__isnull=False).exists():
         raise Conflict("This message was already replaced.", code="superseded")
-    return locked
+    return locked, wallet_id
 
 
 def _supersede_from(conversation: Conversation, *, first_id: int) -> None:
@@ -501,7 +544,7 @@ def _regenerate(*, user: AbstractBaseUser, message: Message, model: str, remembe
         else None
     )
     with transaction.atomic():
-        locked = _lock_for_revision(message)
+        locked, wallet_id = _lock_for_revision(message, user=user)
         prompt = _prompt_answered_by(message)
         if prompt is None:
             raise Conflict("There is no message to answer.", code="not_retryable")
@@ -516,8 +559,8 @@ def _regenerate(*, user: AbstractBaseUser, message: Message, model: str, remembe
         )
         if prompt.attachments and not spec.image_input:
             raise InvalidMessage(f"{spec.name} does not take images.", code="images_not_supported")
+        _check_in_flight(user)
         reply = _reply_create(
-            user=user,
             conversation=locked,
             spec=spec,
             requested_model=requested,
@@ -525,9 +568,8 @@ def _regenerate(*, user: AbstractBaseUser, message: Message, model: str, remembe
             candidates=history,
             retry_of=message,
         )
-        _check_in_flight(user)
         remember(reply)
-        locked.save(update_fields=["updated_at"])
+        _reply_hold(reply, wallet_id=wallet_id)  # the last statement
         failures = _enqueue_after_commit(reply)
     _raise_if_not_queued(failures)
     return reply
@@ -553,7 +595,7 @@ def _edit(*, user: AbstractBaseUser, message: Message, content: str, model: str,
         raise Conflict("Only a message you wrote can be edited.", code="not_editable")
     decision = _auto_decision(model, content=content, conversation=message.conversation, before_id=message.pk)
     with transaction.atomic():
-        locked = _lock_for_revision(message)
+        locked, wallet_id = _lock_for_revision(message, user=user)
         _supersede_from(locked, first_id=message.pk)
         history = _history(locked)
         images = list(message.attachments or [])
@@ -565,17 +607,16 @@ def _edit(*, user: AbstractBaseUser, message: Message, content: str, model: str,
         prompt = Message.objects.create(
             conversation=locked, role=Message.Role.USER, content=content, attachments=images
         )
+        _check_in_flight(user)
         reply = _reply_create(
-            user=user,
             conversation=locked,
             spec=spec,
             requested_model=model,
             routed_by=routed_by,
             candidates=[*history, prompt],
         )
-        _check_in_flight(user)
         remember(reply)
-        locked.save(update_fields=["updated_at"])
+        _reply_hold(reply, wallet_id=wallet_id)  # the last statement
         failures = _enqueue_after_commit(reply)
     _raise_if_not_queued(failures)
     return reply
@@ -624,13 +665,13 @@ def message_escalate(*, user: AbstractBaseUser, message: Message, idempotency_ke
 
     def attempt(remember: Remember) -> Message:
         with transaction.atomic():
-            locked = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+            locked, wallet_id = _lock_for_send(message.conversation, user=user)
             again = message.escalations.order_by("id").first()
             if again is not None:
                 return again
             candidates = [m for m in _history(locked) if m.pk <= prompt.pk]
+            _check_in_flight(user)
             reply = _reply_create(
-                user=user,
                 conversation=locked,
                 spec=spec,
                 requested_model=spec.slug,
@@ -639,9 +680,8 @@ def message_escalate(*, user: AbstractBaseUser, message: Message, idempotency_ke
                 escalation_of=message,
                 route_category=category,
             )
-            _check_in_flight(user)
             remember(reply)
-            locked.save(update_fields=["updated_at"])
+            _reply_hold(reply, wallet_id=wallet_id)  # the last statement
             failures = _enqueue_after_commit(reply)
         _raise_if_not_queued(failures)
         return reply

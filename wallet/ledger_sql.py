@@ -76,10 +76,16 @@ WITH a AS (
     UPDATE wallet_account SET held = held + %(amount)s
     FROM h WHERE wallet_account.id = %(account)s AND h.status = 'pending'
     RETURNING 1
-)
+){attach}
 SELECT h.id, h.status, h.reason, h.expires_at, h.created_at, h.resolved_at, a.available, a.frozen_reason
 FROM a LEFT JOIN h ON true
 """
+# What a hold is placed for (a chat reply) can point at it in the same statement.
+_ATTACH = """, t AS (
+    UPDATE {table} SET hold_id = h.id FROM h WHERE {table}.id = %(attach)s AND h.status = 'pending'
+    RETURNING 1
+)"""
+ATTACHABLE = {"chat_message"}
 
 
 @dataclass(frozen=True)
@@ -89,11 +95,25 @@ class HoldAttempt:
     frozen_reason: str
 
 
-def hold(*, account_id: int, amount: int, idempotency_key: str, reference: str, ttl_seconds: int) -> HoldAttempt:
-    row = _one(
-        _HOLD,
-        {"account": account_id, "amount": amount, "key": idempotency_key, "reference": reference, "ttl": ttl_seconds},
-    )
+def hold(
+    *,
+    account_id: int,
+    amount: int,
+    idempotency_key: str,
+    reference: str,
+    ttl_seconds: int,
+    attach: tuple[str, int] | None = None,
+) -> HoldAttempt:
+    """`attach=(table, row id)`: a placed hold also becomes that row's `hold_id`, in the statement."""
+    params = {"account": account_id, "amount": amount, "key": idempotency_key, "reference": reference}
+    if attach is None:
+        sql = _HOLD.format(attach="")
+    else:
+        table, params["attach"] = attach
+        if table not in ATTACHABLE:
+            raise ValueError(f"a hold can't be attached to {table!r}")
+        sql = _HOLD.format(attach=_ATTACH.format(table=table))
+    row = _one(sql, {**params, "ttl": ttl_seconds})
     if row is None:
         raise Account.DoesNotExist(f"no account {account_id}")
     pk, status, reason, expires_at, created_at, resolved_at, available, frozen_reason = row

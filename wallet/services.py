@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -261,19 +261,27 @@ def _charge_locked(
 
 
 def wallet_hold(
-    *, account: Account, amount: int, idempotency_key: str, reference: str = "", ttl_seconds: int | None = None
+    *,
+    account: Account,
+    amount: int,
+    idempotency_key: str,
+    reference: str = "",
+    ttl_seconds: int | None = None,
+    attach: tuple[str, int] | None = None,
 ) -> Hold:
     """Reserve credits before spending them. Raises InsufficientCredits or WalletFrozen.
 
     A refusal for lack of funds is recorded under the key, so a retry with the same
-    key is refused the same way even after a top-up.
+    key is refused the same way even after a top-up. `attach=(table, row id)`: the
+    pending hold becomes that row's `hold_id` in the same write (a chat reply's hold,
+    so the hold is the send's last statement).
     """
     if amount <= 0:
         raise ValueError("A hold must be a positive whole number of credits.")
     ttl = settings.HOLD_TTL_SECONDS if ttl_seconds is None else ttl_seconds
     if ledger_sql.enabled():
         return _hold_in_one_statement(
-            account=account, amount=amount, idempotency_key=idempotency_key, reference=reference, ttl=ttl
+            account=account, amount=amount, idempotency_key=idempotency_key, reference=reference, ttl=ttl, attach=attach
         )
     try:
         with transaction.atomic():
@@ -295,19 +303,37 @@ def wallet_hold(
                 )
                 if not refused:
                     Account.objects.filter(pk=wallet.pk).update(held=F("held") + amount)
+            _attach(hold, attach)
     except IntegrityError:
         hold = Hold.objects.filter(idempotency_key=idempotency_key).first()
         if hold is None:
             raise
+        _attach(hold, attach)
     _check_same(hold, account_id=account.pk, amount=amount)
     if hold.status == Hold.Status.REJECTED:
         raise InsufficientCredits(needed=amount, available=_available_now(account.pk))
     return hold
 
 
-def _hold_in_one_statement(*, account: Account, amount: int, idempotency_key: str, reference: str, ttl: int) -> Hold:
+def _attach(hold: Hold, attach: tuple[str, int] | None) -> None:
+    if attach is not None and hold.status == Hold.Status.PENDING:
+        table, row_id = attach
+        if table not in ledger_sql.ATTACHABLE:
+            raise ValueError(f"a hold can't be attached to {table!r}")
+        with connection.cursor() as cursor:
+            cursor.execute(f"UPDATE {table} SET hold_id = %s WHERE id = %s", [hold.pk, row_id])
+
+
+def _hold_in_one_statement(
+    *, account: Account, amount: int, idempotency_key: str, reference: str, ttl: int, attach: tuple[str, int] | None
+) -> Hold:
     attempt = ledger_sql.hold(
-        account_id=account.pk, amount=amount, idempotency_key=idempotency_key, reference=reference, ttl_seconds=ttl
+        account_id=account.pk,
+        amount=amount,
+        idempotency_key=idempotency_key,
+        reference=reference,
+        ttl_seconds=ttl,
+        attach=attach,
     )
     hold = attempt.hold
     if hold is None:
@@ -320,6 +346,7 @@ def _hold_in_one_statement(*, account: Account, amount: int, idempotency_key: st
         _check_same(hold, account_id=account.pk, amount=amount)
         if hold.status == Hold.Status.REJECTED:
             raise InsufficientCredits(needed=amount, available=_available_now(account.pk))
+        _attach(hold, attach)
         return hold
     if hold.status == Hold.Status.REJECTED:
         raise InsufficientCredits(needed=amount, available=attempt.available)
