@@ -289,6 +289,9 @@ SPECTACULAR_SETTINGS = {
 # Money.
 CREDITS_PER_USD = envint("CREDITS_PER_USD", 2_000_000)
 HOLD_TTL_SECONDS = envint("HOLD_TTL_SECONDS", 600)
+# The ledger's hot statements are prepared once per connection; off behind a
+# transaction-pooling PgBouncer, which does not keep prepared statements.
+LEDGER_PREPARED_STATEMENTS = envbool("LEDGER_PREPARED_STATEMENTS", True)
 TOPUP_MIN_CENTS = 100
 TOPUP_MAX_CENTS = 100_000
 # Off: no top-ups can be started (the pages and the API say so); a production server

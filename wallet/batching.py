@@ -7,11 +7,14 @@ pool) for up to `BATCH_WAIT_SECONDS` or `BATCH_MAX_ITEMS` operations, applies th
 one transaction in the ledger's lock order (holds by id, then accounts by id), commits
 once, and hands each caller its own outcome.
 
-Each operation in a batch is the same one statement as the unbatched path. One that
-finds nothing to do (a refusal: an expired or resolved hold, a repeated key, a frozen
-wallet, a take-back waiting) does not disturb the batch: after the commit, that caller
-runs the unbatched service, which refuses or answers it by the usual rules. A database
-error rolls the batch back and every caller runs the unbatched service on its own.
+A batch is a few set-based statements whatever its size (`ledger_sql.apply_batch`):
+lock and read the rows, decide each operation by the one-statement paths' rules, write
+every row at once. One that this path does not settle (a refusal: an expired or
+resolved hold, a repeated key, a frozen wallet, a take-back waiting, too few credits)
+does not disturb the batch: after the commit, that caller runs the unbatched service,
+which refuses or answers it by the usual rules (a refused hold is recorded under its
+key in the batch, so the retry raises it). A database error rolls the batch back and
+every caller runs the unbatched service on its own.
 
 PostgreSQL only; elsewhere, and inside a caller's transaction (whose atomicity a batch
 committed on another connection would break), these functions are the plain services.
@@ -41,10 +44,7 @@ BATCH_MAX_ITEMS = 64
 
 @dataclass
 class _Op:
-    kind: str  # "hold" or "post"
-    account_id: int
-    hold_id: int | None
-    kwargs: dict
+    op: ledger_sql.HoldOp | ledger_sql.PostOp
     done: threading.Event = field(default_factory=threading.Event)
     result: Hold | None = None  # None: run the unbatched service (a refusal, a repeat, an error)
 
@@ -113,25 +113,12 @@ class Batcher:
                     op.done.set()
 
     def _apply(self, ops: list[_Op]) -> None:
-        hold_ids = sorted({op.hold_id for op in ops if op.hold_id is not None})
-        account_ids = sorted({op.account_id for op in ops})
         revenue = ledger_sql.system_account_id(SYSTEM_REVENUE)
-        with transaction.atomic(), connection.cursor() as cursor:
-            if hold_ids:
-                cursor.execute("SELECT id FROM wallet_hold WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [hold_ids])
-            cursor.execute("SELECT id FROM wallet_account WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [account_ids])
-            for op in sorted(ops, key=lambda o: (o.account_id, o.hold_id or 0)):
-                op.result = _apply_one(op, revenue)
+        with transaction.atomic():
+            results = ledger_sql.apply_batch([op.op for op in ops], revenue_id=revenue)
+        for op, result in zip(ops, results, strict=True):
+            op.result = result
         self.batches += 1
-
-
-def _apply_one(op: _Op, revenue_id: int) -> Hold | None:
-    if op.kind == "hold":
-        attempt = ledger_sql.hold(account_id=op.account_id, **op.kwargs)
-        if attempt.hold is None or attempt.hold.status != Hold.Status.PENDING:
-            return None  # a repeat, a frozen wallet or a refusal: answered by wallet_hold after the commit
-        return attempt.hold
-    return ledger_sql.post(revenue_id=revenue_id, **op.kwargs)
 
 
 _batcher = Batcher()
@@ -147,14 +134,7 @@ def wallet_hold_batched(
     """`wallet_hold`, committed with other callers' operations; same outcomes."""
     if amount > 0 and _batchable():
         ttl = settings.HOLD_TTL_SECONDS if ttl_seconds is None else ttl_seconds
-        placed = _batcher.submit(
-            _Op(
-                "hold",
-                account.pk,
-                None,
-                {"amount": amount, "idempotency_key": idempotency_key, "reference": reference, "ttl_seconds": ttl},
-            )
-        )
+        placed = _batcher.submit(_Op(ledger_sql.HoldOp(account.pk, amount, idempotency_key, reference, ttl)))
         if placed is not None:
             return placed
     return wallet_hold(
@@ -166,17 +146,7 @@ def wallet_post_batched(*, hold: Hold, amount: int, memo: str = "", reference: s
     """`wallet_post`, committed with other callers' operations; same outcomes and rules."""
     if 0 <= amount <= hold.amount and _batchable():
         posted = _batcher.submit(
-            _Op(
-                "post",
-                hold.account_id,
-                hold.pk,
-                {
-                    "held": hold,
-                    "amount": amount,
-                    "reference": hold.reference if reference is None else reference,
-                    "memo": memo[:500],
-                },
-            )
+            _Op(ledger_sql.PostOp(hold, amount, hold.reference if reference is None else reference, memo[:500]))
         )
         if posted is not None:
             return posted

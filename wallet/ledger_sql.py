@@ -11,13 +11,21 @@ that finds nothing to do (a repeat, an expired or resolved hold, a post above it
 hold, a wallet with a take-back waiting for its holds) returns None and the service
 falls back to its ORM path, which tells the cases apart and keeps the same rules.
 SQLite always takes the ORM path.
+
+The statements run as server-side prepared statements (parsed and planned once per
+connection, not on every call: planning these CTEs cost as much as running them),
+through Django's cursor wrapper so query logging and execute wrappers still see
+them. `LEDGER_PREPARED_STATEMENTS=0` turns that off behind a transaction-pooling
+PgBouncer, which does not keep a connection's prepared statements.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import psycopg
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -50,10 +58,39 @@ def forget_system_accounts(*, known: dict[str, int] | None = None) -> None:
     _system_ids.update(known or {})
 
 
+class _PreparedCursor(psycopg.Cursor):
+    """Server-side binding, each statement prepared on its first use on a connection."""
+
+    def execute(self, query, params=None, **kwargs):
+        return super().execute(query, params, prepare=True, **kwargs)
+
+
+def cursor():
+    """A cursor for the ledger's own statements: prepared on PostgreSQL (unless
+    LEDGER_PREPARED_STATEMENTS is off), Django's plain cursor elsewhere."""
+    if connection.vendor != "postgresql" or not settings.LEDGER_PREPARED_STATEMENTS:
+        return connection.cursor()
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    conn = connection.connection
+    if not getattr(conn, "_ledger_generic_plans", False):
+        # Django turns psycopg's preparing off (prepare_threshold None), which also
+        # refuses an explicit prepare=True; a threshold never reached turns it back on
+        # for explicit requests only (Django's own cursors bind on the client and
+        # never prepare). Plan once: a custom plan per call would cost what preparing
+        # saves; only prepared statements are affected.
+        if conn.prepare_threshold is None:
+            conn.prepare_threshold = 2**31 - 1
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn._ledger_generic_plans = True
+    raw = _PreparedCursor(conn)
+    return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+
+
 def _one(sql: str, params: dict[str, object]) -> tuple | None:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone()
+    with cursor() as c:
+        c.execute(sql, params)
+        return c.fetchone()
 
 
 _HOLD = """
@@ -259,3 +296,258 @@ def expire_batch(*, now: dt.datetime, batch: int) -> int:
     """Expire up to `batch` due holds and release them from their wallets; how many."""
     row = _one(_EXPIRE, {"now": now, "batch": batch})
     return row[0] if row else 0
+
+
+# Group commit (wallet/batching.py): a batch of holds and posts is applied with a few
+# set-based statements in one transaction, whatever its size. The rows are locked
+# first (holds by id, then accounts by id: the ledger's lock order) and read; each
+# operation is then decided here, in arrival order, by the rules the one-statement
+# paths apply in SQL; one statement writes every decided row at once.
+_LOCK_HOLDS = """
+SELECT id, account_id, amount, status, expires_at > now() FROM wallet_hold
+WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
+"""
+
+_LOCK_ACCOUNTS = """
+SELECT id, balance, held, frozen_reason, chain_head,
+       EXISTS (SELECT 1 FROM wallet_takeback t WHERE t.account_id = wallet_account.id AND t.resolved_at IS NULL),
+       now()
+FROM wallet_account WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
+"""
+
+_TAKEN_KEYS = "SELECT idempotency_key FROM wallet_hold WHERE idempotency_key = ANY(%(keys)s::text[])"
+
+_WRITE_BATCH = """
+WITH nh AS (
+    INSERT INTO wallet_hold (account_id, amount, status, posted_amount, excess, idempotency_key,
+                             reference, reason, expires_at, created_at, resolved_at)
+    SELECT x.account, x.amount, x.status, NULL, 0, x.key, x.reference, x.reason,
+           now() + x.ttl * interval '1 second', now(), CASE WHEN x.status = 'pending' THEN NULL ELSE now() END
+    FROM unnest(%(h_account)s::bigint[], %(h_amount)s::bigint[], %(h_status)s::text[], %(h_key)s::text[],
+                %(h_reference)s::text[], %(h_reason)s::text[], %(h_ttl)s::bigint[])
+         AS x(account, amount, status, key, reference, reason, ttl)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, idempotency_key, expires_at
+), ph AS (
+    UPDATE wallet_hold SET status = 'posted', posted_amount = p.amount, excess = 0, resolved_at = now()
+    FROM unnest(%(p_hold)s::bigint[], %(p_amount)s::bigint[]) AS p(hold, amount)
+    WHERE wallet_hold.id = p.hold AND wallet_hold.status = 'pending'
+    RETURNING 1
+), ne AS (
+    INSERT INTO wallet_entry (kind, debit_account_id, credit_account_id, amount, idempotency_key, reference,
+                              memo, hold_id, wallet_id, created_at, digest)
+    SELECT 'usage', x.account, %(revenue)s, x.amount, x.key, x.reference, x.memo, x.hold, x.account,
+           x.created, x.digest
+    FROM unnest(%(e_account)s::bigint[], %(e_amount)s::bigint[], %(e_key)s::text[], %(e_reference)s::text[],
+                %(e_memo)s::text[], %(e_hold)s::bigint[], %(e_created)s::timestamptz[], %(e_digest)s::text[])
+         AS x(account, amount, key, reference, memo, hold, created, digest)
+    RETURNING 1
+), ua AS (
+    UPDATE wallet_account
+    SET balance = wallet_account.balance + x.d_balance, held = wallet_account.held + x.d_held, chain_head = x.head
+    FROM unnest(%(a_id)s::bigint[], %(a_balance)s::bigint[], %(a_held)s::bigint[], %(a_head)s::text[])
+         AS x(account, d_balance, d_held, head)
+    WHERE wallet_account.id = x.account
+    RETURNING 1
+)
+SELECT nh.id, nh.idempotency_key, nh.expires_at, (SELECT count(*) FROM ph), (SELECT count(*) FROM ne),
+       (SELECT count(*) FROM ua)
+FROM (SELECT 1) one LEFT JOIN nh ON true
+"""
+
+
+@dataclass
+class HoldOp:
+    account_id: int
+    amount: int
+    idempotency_key: str
+    reference: str
+    ttl_seconds: int
+
+
+@dataclass
+class PostOp:
+    held: Hold
+    amount: int
+    reference: str
+    memo: str
+
+
+class BatchMismatch(RuntimeError):
+    """A batch wrote other rows than it decided (a key taken by a concurrent transaction
+    between the look-up and the insert): it is rolled back and its callers run alone."""
+
+
+@dataclass
+class _Wallet:
+    balance: int
+    held: int
+    frozen: bool
+    head: str
+    owing: bool  # a take-back waits for this wallet's holds: posts go the unbatched way
+    d_balance: int = 0
+    d_held: int = 0
+    moved: bool = False
+
+
+_HOLD_COLUMNS = ("h_account", "h_amount", "h_status", "h_key", "h_reference", "h_reason", "h_ttl")
+_POST_COLUMNS = ("p_hold", "p_amount")
+_ENTRY_COLUMNS = ("e_account", "e_amount", "e_key", "e_reference", "e_memo", "e_hold", "e_created", "e_digest")
+
+
+@dataclass
+class _Plan:
+    """What a batch decided: the rows to write, column by column, and who gets what."""
+
+    holds: dict[str, list] = field(default_factory=lambda: {k: [] for k in _HOLD_COLUMNS})
+    posts: dict[str, list] = field(default_factory=lambda: {k: [] for k in _POST_COLUMNS})
+    entries: dict[str, list] = field(default_factory=lambda: {k: [] for k in _ENTRY_COLUMNS})
+    placed: dict[str, int] = field(default_factory=dict)  # key of a pending hold -> its operation's index
+    posted: list[int] = field(default_factory=list)  # indexes of posted operations
+
+    @staticmethod
+    def add(columns: dict[str, list], *values: object) -> None:
+        for column, value in zip(columns.values(), values, strict=True):
+            column.append(value)
+
+
+def apply_batch(ops: list[HoldOp | PostOp], *, revenue_id: int) -> list[Hold | None]:
+    """Apply holds and posts in the caller's transaction (rows locked here, in the ledger's
+    order); one outcome per operation: the placed or posted Hold, or None for one this
+    path does not settle (a refusal, a repeat, a frozen wallet, a take-back waiting, an
+    expired or resolved hold), which the caller answers with the unbatched service."""
+    with cursor() as c:
+        holds, wallets, taken, now = _lock_and_read(c, ops)
+        plan = _decide(ops, holds, wallets, taken, revenue_id)
+        moved = {pk: w for pk, w in wallets.items() if w.moved}
+        out: list[Hold | None] = [None] * len(ops)
+        if not plan.holds["h_key"] and not plan.posts["p_hold"]:
+            return out
+        c.execute(
+            _WRITE_BATCH,
+            {
+                **plan.holds,
+                **plan.posts,
+                **plan.entries,
+                "revenue": revenue_id,
+                "a_id": list(moved),
+                "a_balance": [w.d_balance for w in moved.values()],
+                "a_held": [w.d_held for w in moved.values()],
+                "a_head": [w.head for w in moved.values()],
+            },
+        )
+        rows = c.fetchall()
+    inserted = {key: (pk, expires_at) for pk, key, expires_at, *_ in rows if pk is not None}
+    wrote = (len(inserted), *rows[0][3:])
+    decided = (len(plan.holds["h_key"]), len(plan.posted), len(plan.entries["e_key"]), len(moved))
+    if wrote != decided:
+        raise BatchMismatch(f"batch wrote {wrote} (holds, posts, entries, wallets), decided {decided}")
+    for key, i in plan.placed.items():
+        op = ops[i]
+        pk, expires_at = inserted[key]
+        out[i] = _loaded_hold(
+            pk=pk,
+            account_id=op.account_id,
+            amount=op.amount,
+            status=Hold.Status.PENDING,
+            idempotency_key=key,
+            reference=op.reference,
+            expires_at=expires_at,
+            created_at=now,
+        )
+    for i in plan.posted:
+        held = ops[i].held
+        held.status, held.posted_amount, held.excess, held.resolved_at = Hold.Status.POSTED, ops[i].amount, 0, now
+        out[i] = held
+    return out
+
+
+def _lock_and_read(c, ops: list[HoldOp | PostOp]) -> tuple[dict[int, list], dict[int, _Wallet], set[str], object]:
+    hold_ids = sorted({op.held.pk for op in ops if isinstance(op, PostOp)})
+    account_ids = sorted({op.account_id if isinstance(op, HoldOp) else op.held.account_id for op in ops})
+    keys = [op.idempotency_key for op in ops if isinstance(op, HoldOp)]
+    holds: dict[int, list] = {}
+    if hold_ids:
+        c.execute(_LOCK_HOLDS, {"ids": hold_ids})
+        holds = {row[0]: list(row[1:]) for row in c.fetchall()}  # [account_id, amount, status, live]
+    c.execute(_LOCK_ACCOUNTS, {"ids": account_ids})
+    wallets: dict[int, _Wallet] = {}
+    now = None
+    for pk, balance, held, frozen_reason, head, owing, db_now in c.fetchall():
+        wallets[pk] = _Wallet(balance, held, bool(frozen_reason), head, owing)
+        now = db_now
+    taken: set[str] = set()
+    if keys:
+        c.execute(_TAKEN_KEYS, {"keys": keys})
+        taken = {row[0] for row in c.fetchall()}
+    return holds, wallets, taken, now
+
+
+def _decide(
+    ops: list[HoldOp | PostOp], holds: dict[int, list], wallets: dict[int, _Wallet], taken: set[str], revenue_id: int
+) -> _Plan:
+    """Each operation in arrival order, by the rules of the one-statement paths."""
+    plan = _Plan()
+    for i, op in enumerate(ops):
+        if isinstance(op, HoldOp):
+            wallet = wallets.get(op.account_id)
+            if wallet is None or wallet.frozen or op.idempotency_key in taken:
+                continue
+            taken.add(op.idempotency_key)
+            available = wallet.balance - wallet.held
+            if available >= op.amount:
+                status, reason = Hold.Status.PENDING, ""
+                wallet.held += op.amount
+                wallet.d_held += op.amount
+                wallet.moved = True
+                plan.placed[op.idempotency_key] = i
+            else:  # recorded as refused under its key, as the one-statement hold does
+                status, reason = Hold.Status.REJECTED, f"only {available} credits available"
+            key, ttl = op.idempotency_key, op.ttl_seconds
+            plan.add(plan.holds, op.account_id, op.amount, status, key, op.reference, reason, ttl)
+            continue
+        held = holds.get(op.held.pk)  # [account_id, amount, status, live]
+        wallet = wallets.get(op.held.account_id)
+        if (
+            held is None
+            or wallet is None
+            or wallet.owing
+            or held[0] != op.held.account_id
+            or held[2] != Hold.Status.PENDING
+            or not held[3]
+            or op.amount > held[1]
+        ):
+            continue
+        held[2] = Hold.Status.POSTED
+        wallet.held -= held[1]
+        wallet.d_held -= held[1]
+        wallet.moved = True
+        plan.add(plan.posts, op.held.pk, op.amount)
+        plan.posted.append(i)
+        if op.amount:
+            created = timezone.now()
+            key = f"hold:{op.held.pk}:post"
+            content = digests.content_digest(
+                kind=Entry.Kind.USAGE,
+                debit_account_id=op.held.account_id,
+                credit_account_id=revenue_id,
+                amount=op.amount,
+                idempotency_key=key,
+                reference=op.reference,
+                memo=op.memo,
+                hold_id=op.held.pk,
+                created_at=created,
+            )
+            wallet.head = digests.chain(wallet.head, content)
+            wallet.balance -= op.amount
+            wallet.d_balance -= op.amount
+            account, hold_id = op.held.account_id, op.held.pk
+            plan.add(plan.entries, account, op.amount, key, op.reference, op.memo, hold_id, created, wallet.head)
+    return plan
+
+
+def _loaded_hold(**fields: object) -> Hold:
+    hold = Hold(**fields)
+    hold._state.adding = False
+    hold._state.db = connection.alias
+    return hold
