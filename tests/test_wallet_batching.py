@@ -7,9 +7,10 @@ import threading
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
-from tests.wallet_helpers import funded_wallet
-from wallet import batching
+from tests.wallet_helpers import funded_wallet, immutability_lifted
+from wallet import batching, ledger_sql
 from wallet.errors import HoldNotPending, IdempotencyConflict, InsufficientCredits
 from wallet.models import Account, Entry, Hold
 from wallet.selectors import ledger_audit
@@ -121,3 +122,88 @@ def test_inside_a_transaction_the_batched_call_is_the_plain_service(alice, batch
     with pytest.raises(IdempotencyConflict):
         hold = batching.wallet_hold_batched(account=account, amount=100, idempotency_key="h2")
         batching.wallet_hold_batched(account=account, amount=200, idempotency_key="h2")
+
+
+def _apply(ops):
+    revenue = ledger_sql.system_account_id("usage")
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        outcomes = ledger_sql.apply_batch(ops, revenue_id=revenue)
+    return outcomes, len(queries)
+
+
+def test_a_batch_is_a_few_statements_whatever_its_size_and_a_refusal_in_it_stops_nothing(alice, bob, batcher):
+    mine = funded_wallet(alice, 250)
+    theirs = funded_wallet(bob, 1000)
+    ops = [
+        ledger_sql.HoldOp(mine.pk, 100, "m1", "message:1", 60),
+        ledger_sql.HoldOp(mine.pk, 200, "m2", "message:2", 60),  # 150 left: refused
+        ledger_sql.HoldOp(mine.pk, 100, "m3", "message:3", 60),  # still fits after the refusal
+        ledger_sql.HoldOp(theirs.pk, 300, "t1", "", 60),
+        ledger_sql.HoldOp(mine.pk, 100, "m1", "message:1", 60),  # a repeat inside the batch
+    ]
+    outcomes, statements = _apply(ops)
+    assert statements == 3  # no hold to lock yet: accounts, taken keys, the write
+    assert [o.status if o else None for o in outcomes] == ["pending", None, "pending", "pending", None]
+    refused = Hold.objects.get(idempotency_key="m2")
+    assert (refused.status, refused.reason) == ("rejected", "only 150 credits available")
+    with pytest.raises(InsufficientCredits):  # the caller's retry under its key raises the recorded refusal
+        batching.wallet_hold_batched(account=mine, amount=200, idempotency_key="m2")
+    assert batching.wallet_hold_batched(account=mine, amount=100, idempotency_key="m1").pk == outcomes[0].pk
+
+    voided = wallet_hold(account=theirs, amount=100, idempotency_key="t2")
+    wallet_void(hold=voided)
+    posts = [
+        ledger_sql.PostOp(outcomes[0], 60, "message:1", "first"),
+        ledger_sql.PostOp(voided, 10, "", ""),  # not pending: left to the unbatched path
+        ledger_sql.PostOp(outcomes[2], 0, "message:3", "nothing used"),  # posted, no entry
+        ledger_sql.PostOp(outcomes[3], 301, "", ""),  # above its hold: the unbatched path charges it
+        ledger_sql.PostOp(outcomes[3], 250, "", "second"),
+        ledger_sql.PostOp(outcomes[3], 250, "", "second"),  # a repeat: answered by the unbatched path
+    ]
+    posted, statements = _apply(posts)
+    assert statements == 3  # lock the holds, lock the accounts, the write
+    assert [o.status if o else None for o in posted] == ["posted", None, "posted", None, "posted", None]
+    mine.refresh_from_db()
+    theirs.refresh_from_db()
+    assert (mine.balance, mine.held) == (190, 0)
+    assert (theirs.balance, theirs.held) == (750, 0)
+    entries = Entry.objects.filter(kind="usage").order_by("pk")
+    assert [(e.wallet_id, e.amount, e.memo) for e in entries] == [(mine.pk, 60, "first"), (theirs.pk, 250, "second")]
+    assert mine.chain_head == entries[0].digest and theirs.chain_head == entries[1].digest
+    assert ledger_audit() == []
+
+
+def test_many_posts_on_one_wallet_in_a_batch_chain_their_digests_in_order(alice, batcher):
+    account = funded_wallet(alice, 10_000)
+    holds = [wallet_hold(account=account, amount=100, idempotency_key=f"h{i}") for i in range(12)]
+    outcomes, statements = _apply([ledger_sql.PostOp(h, 10 + i, "", f"reply {i}") for i, h in enumerate(holds)])
+    assert statements == 3 and all(o.status == "posted" for o in outcomes)
+    account.refresh_from_db()
+    assert (account.balance, account.held) == (10_000 - sum(10 + i for i in range(12)), 0)
+    assert ledger_audit(full=True) == []
+    with immutability_lifted():  # the audit finds an entry the batch wrote and someone edited
+        Entry.objects.filter(memo="reply 5").update(amount=1)
+    assert any("digest chain broken" in p for p in ledger_audit(full=True))
+
+
+def test_a_batch_that_writes_other_rows_than_it_decided_rolls_back_and_its_callers_run_alone(
+    alice, batcher, monkeypatch
+):
+    account = funded_wallet(alice, 1000)
+    first = wallet_hold(account=account, amount=100, idempotency_key="dup")
+    # As if another transaction took the key between the batch's look-up and its insert.
+    monkeypatch.setattr(ledger_sql, "_TAKEN_KEYS", ledger_sql._TAKEN_KEYS + " AND false")
+    with pytest.raises(ledger_sql.BatchMismatch):
+        _apply([ledger_sql.HoldOp(account.pk, 100, "dup", "", 60), ledger_sql.HoldOp(account.pk, 50, "new", "", 60)])
+    assert not Hold.objects.filter(idempotency_key="new").exists()  # rolled back whole
+    account.refresh_from_db()
+    assert account.held == 100
+
+    amounts, keys = (100, 50), ("dup", "new")
+    outcomes = _threads(
+        2, lambda i: batching.wallet_hold_batched(account=account, amount=amounts[i], idempotency_key=keys[i])
+    )
+    assert outcomes[0].pk == first.pk and outcomes[1].status == "pending"  # each answered by the plain service
+    account.refresh_from_db()
+    assert account.held == 150
+    assert ledger_audit() == []

@@ -22,6 +22,7 @@ PgBouncer, which does not keep a connection's prepared statements.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 
 import psycopg
@@ -323,30 +324,27 @@ WITH nh AS (
                              reference, reason, expires_at, created_at, resolved_at)
     SELECT x.account, x.amount, x.status, NULL, 0, x.key, x.reference, x.reason,
            now() + x.ttl * interval '1 second', now(), CASE WHEN x.status = 'pending' THEN NULL ELSE now() END
-    FROM unnest(%(h_account)s::bigint[], %(h_amount)s::bigint[], %(h_status)s::text[], %(h_key)s::text[],
-                %(h_reference)s::text[], %(h_reason)s::text[], %(h_ttl)s::bigint[])
-         AS x(account, amount, status, key, reference, reason, ttl)
+    FROM json_to_recordset(%(holds)s::json)
+         AS x(account bigint, amount bigint, status text, key text, reference text, reason text, ttl bigint)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, idempotency_key, expires_at
 ), ph AS (
-    UPDATE wallet_hold SET status = 'posted', posted_amount = p.amount, excess = 0, resolved_at = now()
-    FROM unnest(%(p_hold)s::bigint[], %(p_amount)s::bigint[]) AS p(hold, amount)
-    WHERE wallet_hold.id = p.hold AND wallet_hold.status = 'pending'
+    UPDATE wallet_hold SET status = 'posted', posted_amount = x.amount, excess = 0, resolved_at = now()
+    FROM json_to_recordset(%(posts)s::json) AS x(hold bigint, amount bigint)
+    WHERE wallet_hold.id = x.hold AND wallet_hold.status = 'pending'
     RETURNING 1
 ), ne AS (
     INSERT INTO wallet_entry (kind, debit_account_id, credit_account_id, amount, idempotency_key, reference,
                               memo, hold_id, wallet_id, created_at, digest)
     SELECT 'usage', x.account, %(revenue)s, x.amount, x.key, x.reference, x.memo, x.hold, x.account,
            x.created, x.digest
-    FROM unnest(%(e_account)s::bigint[], %(e_amount)s::bigint[], %(e_key)s::text[], %(e_reference)s::text[],
-                %(e_memo)s::text[], %(e_hold)s::bigint[], %(e_created)s::timestamptz[], %(e_digest)s::text[])
-         AS x(account, amount, key, reference, memo, hold, created, digest)
+    FROM json_to_recordset(%(entries)s::json) AS x(account bigint, amount bigint, key text, reference text,
+                                                   memo text, hold bigint, created timestamptz, digest text)
     RETURNING 1
 ), ua AS (
     UPDATE wallet_account
     SET balance = wallet_account.balance + x.d_balance, held = wallet_account.held + x.d_held, chain_head = x.head
-    FROM unnest(%(a_id)s::bigint[], %(a_balance)s::bigint[], %(a_held)s::bigint[], %(a_head)s::text[])
-         AS x(account, d_balance, d_held, head)
+    FROM json_to_recordset(%(wallets)s::json) AS x(account bigint, d_balance bigint, d_held bigint, head text)
     WHERE wallet_account.id = x.account
     RETURNING 1
 )
@@ -390,25 +388,17 @@ class _Wallet:
     moved: bool = False
 
 
-_HOLD_COLUMNS = ("h_account", "h_amount", "h_status", "h_key", "h_reference", "h_reason", "h_ttl")
-_POST_COLUMNS = ("p_hold", "p_amount")
-_ENTRY_COLUMNS = ("e_account", "e_amount", "e_key", "e_reference", "e_memo", "e_hold", "e_created", "e_digest")
-
-
 @dataclass
 class _Plan:
-    """What a batch decided: the rows to write, column by column, and who gets what."""
+    """What a batch decided: the rows to write (sent as JSON: one parameter per table,
+    parsed by PostgreSQL in C, where psycopg adapts Python lists element by element),
+    and which operation gets which outcome."""
 
-    holds: dict[str, list] = field(default_factory=lambda: {k: [] for k in _HOLD_COLUMNS})
-    posts: dict[str, list] = field(default_factory=lambda: {k: [] for k in _POST_COLUMNS})
-    entries: dict[str, list] = field(default_factory=lambda: {k: [] for k in _ENTRY_COLUMNS})
+    holds: list[dict] = field(default_factory=list)
+    posts: list[dict] = field(default_factory=list)
+    entries: list[dict] = field(default_factory=list)
     placed: dict[str, int] = field(default_factory=dict)  # key of a pending hold -> its operation's index
     posted: list[int] = field(default_factory=list)  # indexes of posted operations
-
-    @staticmethod
-    def add(columns: dict[str, list], *values: object) -> None:
-        for column, value in zip(columns.values(), values, strict=True):
-            column.append(value)
 
 
 def apply_batch(ops: list[HoldOp | PostOp], *, revenue_id: int) -> list[Hold | None]:
@@ -421,40 +411,46 @@ def apply_batch(ops: list[HoldOp | PostOp], *, revenue_id: int) -> list[Hold | N
         plan = _decide(ops, holds, wallets, taken, revenue_id)
         moved = {pk: w for pk, w in wallets.items() if w.moved}
         out: list[Hold | None] = [None] * len(ops)
-        if not plan.holds["h_key"] and not plan.posts["p_hold"]:
+        if not plan.holds and not plan.posts:
             return out
+        wallet_rows = [
+            {"account": pk, "d_balance": w.d_balance, "d_held": w.d_held, "head": w.head} for pk, w in moved.items()
+        ]
         c.execute(
             _WRITE_BATCH,
             {
-                **plan.holds,
-                **plan.posts,
-                **plan.entries,
+                "holds": json.dumps(plan.holds),
+                "posts": json.dumps(plan.posts),
+                "entries": json.dumps(plan.entries),
+                "wallets": json.dumps(wallet_rows),
                 "revenue": revenue_id,
-                "a_id": list(moved),
-                "a_balance": [w.d_balance for w in moved.values()],
-                "a_held": [w.d_held for w in moved.values()],
-                "a_head": [w.head for w in moved.values()],
             },
         )
         rows = c.fetchall()
     inserted = {key: (pk, expires_at) for pk, key, expires_at, *_ in rows if pk is not None}
     wrote = (len(inserted), *rows[0][3:])
-    decided = (len(plan.holds["h_key"]), len(plan.posted), len(plan.entries["e_key"]), len(moved))
+    decided = (len(plan.holds), len(plan.posted), len(plan.entries), len(moved))
     if wrote != decided:
         raise BatchMismatch(f"batch wrote {wrote} (holds, posts, entries, wallets), decided {decided}")
     for key, i in plan.placed.items():
         op = ops[i]
         pk, expires_at = inserted[key]
-        out[i] = _loaded_hold(
-            pk=pk,
-            account_id=op.account_id,
-            amount=op.amount,
-            status=Hold.Status.PENDING,
-            idempotency_key=key,
-            reference=op.reference,
-            expires_at=expires_at,
-            created_at=now,
-        )
+        values = {
+            "id": pk,
+            "account_id": op.account_id,
+            "amount": op.amount,
+            "status": Hold.Status.PENDING,
+            "posted_amount": None,
+            "excess": 0,
+            "idempotency_key": key,
+            "reference": op.reference,
+            "reason": "",
+            "expires_at": expires_at,
+            "created_at": now,
+            "resolved_at": None,
+        }
+        # As Django builds a model from a query's row: positional, its fast path.
+        out[i] = Hold.from_db(connection.alias, _HOLD_FIELDS, [values[name] for name in _HOLD_FIELDS])
     for i in plan.posted:
         held = ops[i].held
         held.status, held.posted_amount, held.excess, held.resolved_at = Hold.Status.POSTED, ops[i].amount, 0, now
@@ -503,8 +499,17 @@ def _decide(
                 plan.placed[op.idempotency_key] = i
             else:  # recorded as refused under its key, as the one-statement hold does
                 status, reason = Hold.Status.REJECTED, f"only {available} credits available"
-            key, ttl = op.idempotency_key, op.ttl_seconds
-            plan.add(plan.holds, op.account_id, op.amount, status, key, op.reference, reason, ttl)
+            plan.holds.append(
+                {
+                    "account": op.account_id,
+                    "amount": op.amount,
+                    "status": status,
+                    "key": op.idempotency_key,
+                    "reference": op.reference,
+                    "reason": reason,
+                    "ttl": op.ttl_seconds,
+                }
+            )
             continue
         held = holds.get(op.held.pk)  # [account_id, amount, status, live]
         wallet = wallets.get(op.held.account_id)
@@ -522,7 +527,7 @@ def _decide(
         wallet.held -= held[1]
         wallet.d_held -= held[1]
         wallet.moved = True
-        plan.add(plan.posts, op.held.pk, op.amount)
+        plan.posts.append({"hold": op.held.pk, "amount": op.amount})
         plan.posted.append(i)
         if op.amount:
             created = timezone.now()
@@ -541,13 +546,19 @@ def _decide(
             wallet.head = digests.chain(wallet.head, content)
             wallet.balance -= op.amount
             wallet.d_balance -= op.amount
-            account, hold_id = op.held.account_id, op.held.pk
-            plan.add(plan.entries, account, op.amount, key, op.reference, op.memo, hold_id, created, wallet.head)
+            plan.entries.append(
+                {
+                    "account": op.held.account_id,
+                    "amount": op.amount,
+                    "key": key,
+                    "reference": op.reference,
+                    "memo": op.memo,
+                    "hold": op.held.pk,
+                    "created": created.isoformat(),
+                    "digest": wallet.head,
+                }
+            )
     return plan
 
 
-def _loaded_hold(**fields: object) -> Hold:
-    hold = Hold(**fields)
-    hold._state.adding = False
-    hold._state.db = connection.alias
-    return hold
+_HOLD_FIELDS = [f.attname for f in Hold._meta.concrete_fields]
