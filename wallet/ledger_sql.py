@@ -65,6 +65,12 @@ class _PreparedCursor(psycopg.Cursor):
     def execute(self, query, params=None, **kwargs):
         return super().execute(query, params, prepare=True, **kwargs)
 
+    def _send_query_prepared(self, name, pgq, **kwargs):
+        # psycopg leaves `_query` unset when it runs a statement prepared before;
+        # Django's query log (CaptureQueriesContext, DEBUG) reads the SQL from there.
+        self._query = pgq
+        return super()._send_query_prepared(name, pgq, **kwargs)
+
 
 def cursor():
     """A cursor for the ledger's own statements: prepared on PostgreSQL (unless
