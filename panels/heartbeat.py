@@ -68,6 +68,14 @@ def _loop(hostname: str, stop: threading.Event) -> None:
             finally:
                 close_old_connections()
             try:
+                from wallet.autotopups import autotopups_sweep
+
+                autotopups_sweep()  # pause emails, lost charge tasks, lost triggers
+            except Exception:
+                log.exception("automatic top-up sweep failed")
+            finally:
+                close_old_connections()
+            try:
                 from wallet.alerts import wallet_emails_sweep
 
                 wallet_emails_sweep()  # low-balance alerts, and receipts whose task was lost

@@ -32,6 +32,8 @@ def user_delete(*, user: AbstractBaseUser) -> dict[str, int]:
     from chat.models import Conversation, Message, SendKey
     from chat.streams import stream_key
     from openai_api.models import ApiCall
+    from wallet.autotopups import autotopup_forget
+    from wallet.models import Account
 
     with transaction.atomic():
         get_user_model().objects.select_for_update().filter(pk=user.pk).first()
@@ -53,6 +55,9 @@ def user_delete(*, user: AbstractBaseUser) -> dict[str, int]:
         Conversation.objects.filter(user=user).delete()  # messages and their attachments go with them
         erased["api_calls"] = ApiCall.objects.filter(user=user).update(prompt=None, reply="", response_body=None)
         EmailAddress.objects.filter(user=user).delete()
+        account = Account.objects.filter(user=user).first()
+        if account is not None:
+            autotopup_forget(account=account)  # the saved card is detached once this commits
         user.api_keys.all().delete()
         anonymous = f"deleted-{uuid.uuid4().hex[:12]}"
         user.username = anonymous

@@ -297,6 +297,9 @@ TOPUP_MAX_CENTS = 100_000
 # Off: no top-ups can be started (the pages and the API say so); a production server
 # without Stripe keys must say this explicitly.
 TOPUPS_ENABLED = envbool("TOPUPS_ENABLED", True)
+# Automatic top-ups: at most this many charges of a saved card per wallet in 24 hours
+# (a runaway spender can't drain the card); the next one pauses the feature instead.
+AUTOTOPUP_MAX_PER_DAY = envint("AUTOTOPUP_MAX_PER_DAY", 3)
 # The demo checkout (credits without a payment) and the demo model exist only outside
 # production; not a setting of its own, so no environment variable can turn them on there.
 DEMO_ALLOWED = not PRODUCTION
@@ -354,6 +357,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = False
+# The queue tasks are sent to (a worker that serves another queue sends follow-up tasks,
+# such as an automatic top-up after a reply, to this one).
+CELERY_TASK_DEFAULT_QUEUE = envstr("CELERY_TASK_DEFAULT_QUEUE", "celery")
 # No remote control (celery inspect/control; Panels uses none of it): its broadcast queue
 # made a worker with replies in flight exit on losing Redis ("Unrecoverable error" in
 # kombu's close of that queue) instead of reconnecting.

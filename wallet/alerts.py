@@ -31,6 +31,11 @@ def _send(*, to: str, template: str, context: dict) -> None:
     send_mail(f"[{settings.SITE_NAME}] {subject}", body, settings.DEFAULT_FROM_EMAIL, [to])
 
 
+def send_wallet_email(*, to: str, template: str, context: dict) -> None:
+    """Email about a wallet from `wallet/email/<template>_subject.txt` and `_message.txt`."""
+    _send(to=to, template=template, context=context)
+
+
 def balance_alert_set(*, account: Account, threshold: int | None) -> BalanceAlert | None:
     """Turn the alert on at `threshold` credits (armed afresh), or off with None."""
     if not threshold:

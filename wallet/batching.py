@@ -34,7 +34,7 @@ from django.db import connection, transaction
 
 from wallet import ledger_sql
 from wallet.models import Account, Hold
-from wallet.services import SYSTEM_REVENUE, wallet_hold, wallet_post
+from wallet.services import SYSTEM_REVENUE, wallet_after_spend, wallet_hold, wallet_post
 
 log = logging.getLogger(__name__)
 
@@ -149,5 +149,6 @@ def wallet_post_batched(*, hold: Hold, amount: int, memo: str = "", reference: s
             _Op(ledger_sql.PostOp(hold, amount, hold.reference if reference is None else reference, memo[:500]))
         )
         if posted is not None:
+            wallet_after_spend(hold.account_id)
             return posted
     return wallet_post(hold=hold, amount=amount, memo=memo, reference=reference)

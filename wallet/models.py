@@ -253,9 +253,14 @@ class Topup(models.Model):
         WON = "won", "Won"
         LOST = "lost", "Lost"
 
+    class Kind(models.TextChoices):
+        CHECKOUT = "checkout", "Checkout"
+        AUTO = "auto", "Automatic (saved card)"
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="topups")
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="topups")
     provider = models.CharField(max_length=10, choices=Provider.choices)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHECKOUT)
     amount_cents = models.PositiveIntegerField()
     credits = models.BigIntegerField()
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.CREATED)
@@ -285,6 +290,12 @@ class Topup(models.Model):
             models.CheckConstraint(
                 condition=Q(clawed_back_credits__gte=0, clawed_back_credits__lte=F("credits")),
                 name="topup_clawback_within_credits",
+            ),
+            # Never two automatic top-ups in flight for one wallet, whatever the callers do.
+            models.UniqueConstraint(
+                fields=["account"],
+                condition=Q(kind="auto", status__in=["created", "pending"]),
+                name="topup_one_auto_in_flight",
             ),
         ]
 
@@ -363,3 +374,56 @@ class BalanceAlert(models.Model):
 
     def __str__(self) -> str:
         return f"low-balance alert below {self.threshold} for {self.account}"
+
+
+class AutoTopup(models.Model):
+    """A wallet's automatic top-up: below `threshold` available credits, charge the saved
+    card `amount_cents` (wallet/autotopups.py). Each charge is a Topup of kind `auto`.
+
+    A failed charge pauses it (`paused_at`, `paused_reason`) until the user resumes it or
+    saves another card; the user is emailed once per pause (`notified_at`).
+    """
+
+    class Provider(models.TextChoices):
+        STRIPE = "stripe", "Stripe"
+        DEMO = "demo", "Demo card (no card charged)"
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, primary_key=True, related_name="autotopup")
+    enabled = models.BooleanField(default=False)
+    threshold = models.BigIntegerField(help_text="Credits; a top-up starts when the available balance falls below.")
+    amount_cents = models.PositiveIntegerField(help_text="What each automatic top-up charges, in cents.")
+    provider = models.CharField(max_length=10, choices=Provider.choices, blank=True)
+    customer_id = models.CharField(max_length=255, blank=True, help_text="The Stripe Customer the card is saved on.")
+    payment_method_id = models.CharField(max_length=255, blank=True)
+    card_brand = models.CharField(max_length=30, blank=True)
+    card_last4 = models.CharField(max_length=4, blank=True)
+    demo_declines = models.BooleanField(default=False, help_text="The demo card that is always declined.")
+    setup_session_id = models.CharField(max_length=255, blank=True, help_text="The latest card set-up checkout.")
+    setup_started_at = models.DateTimeField(null=True, blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_reason = models.CharField(max_length=300, blank=True)
+    notified_at = models.DateTimeField(null=True, blank=True, help_text="When the user was emailed about the pause.")
+    last_attempt = models.ForeignKey(Topup, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(threshold__gt=0), name="autotopup_threshold_positive"),
+            models.CheckConstraint(condition=Q(amount_cents__gte=100), name="autotopup_amount_minimum"),
+        ]
+        indexes = [models.Index(fields=["paused_at", "notified_at"], name="autotopup_paused_idx")]
+
+    def __str__(self) -> str:
+        return f"auto top-up of {self.account} below {self.threshold}"
+
+    @property
+    def has_card(self) -> bool:
+        return bool(self.payment_method_id)
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
+
+    @property
+    def amount_usd(self) -> str:
+        return f"{self.amount_cents / 100:.2f}"

@@ -220,9 +220,11 @@ def wallet_charge(
         raise ValueError("A charge must be a positive whole number of credits.")
     with transaction.atomic():
         wallet = _lock(account.pk)
-        return _charge_locked(
+        charge = _charge_locked(
             wallet, amount=amount, kind=kind, idempotency_key=idempotency_key, reference=reference, memo=memo
         )
+    wallet_after_spend(account.pk)
+    return charge
 
 
 def _charge_locked(
@@ -358,6 +360,21 @@ def _available_now(account_id: int) -> int:
     return account.available
 
 
+def wallet_after_spend(account_id: int) -> None:
+    """Once the spend commits, see whether the wallet's automatic top-up is due.
+
+    After commit, never inside the spend's transaction: a top-up calls Stripe. Robust: a
+    failure here never undoes or fails the spend (the worker sweep is the backstop).
+    """
+
+    def check() -> None:
+        from wallet.autotopups import autotopup_after_spend
+
+        autotopup_after_spend(account_id=account_id)
+
+    transaction.on_commit(check, robust=True)
+
+
 def wallet_post(*, hold: Hold, amount: int, memo: str = "", reference: str | None = None) -> Hold:
     """Settle a hold at `amount`; the rest of the hold is released.
 
@@ -367,6 +384,12 @@ def wallet_post(*, hold: Hold, amount: int, memo: str = "", reference: str | Non
     """
     if amount < 0:
         raise ValueError("A posted amount cannot be negative.")
+    posted = _wallet_post(hold=hold, amount=amount, memo=memo, reference=reference)
+    wallet_after_spend(hold.account_id)
+    return posted
+
+
+def _wallet_post(*, hold: Hold, amount: int, memo: str, reference: str | None) -> Hold:
     if ledger_sql.enabled() and amount <= hold.amount:
         posted = ledger_sql.post(
             held=hold,

@@ -207,3 +207,179 @@ def event_construct(*, payload: bytes, signature: str) -> dict[str, Any]:
     if not isinstance((data.get("data") or {}).get("object"), dict):
         raise WebhookInvalid("The body is not a Stripe event: data.object is missing.")
     return data
+
+
+# -- saved cards and off-session charges (automatic top-ups) ------------------------------
+
+
+@dataclass(frozen=True)
+class SavedCard:
+    payment_method_id: str
+    customer_id: str
+    brand: str
+    last4: str
+
+
+@dataclass(frozen=True)
+class OffSessionCharge:
+    """What an off-session PaymentIntent came to: `succeeded`, `processing`, or a failure
+    (`requires_payment_method` after a decline, `requires_action` when the bank wants the
+    cardholder), with Stripe's error code and message."""
+
+    payment_intent_id: str
+    status: str
+    amount: int
+    currency: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    error_code: str = ""
+    error_message: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, error_code: str = "", error_message: str = "") -> OffSessionCharge:
+        last = data.get("last_payment_error") or {}
+        return cls(
+            payment_intent_id=str(data.get("id") or ""),
+            status=str(data.get("status") or ""),
+            amount=int(data.get("amount_received") or data.get("amount") or 0),
+            currency=str(data.get("currency") or "").lower(),
+            metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+            error_code=error_code or str(last.get("decline_code") or last.get("code") or ""),
+            error_message=error_message or str(last.get("message") or ""),
+        )
+
+
+def customer_create(*, email: str, user_id: int, idempotency_key: str) -> str:
+    """A Stripe Customer to save a card on (https://docs.stripe.com/api/customers/create)."""
+    params: dict[str, Any] = {"metadata": {"user_id": str(user_id)}}
+    if email:
+        params["email"] = email
+    try:
+        customer = _client().v1.customers.create(params, {"idempotency_key": idempotency_key})
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(str(exc)) from exc
+    return str(_plain(customer)["id"])
+
+
+def setup_session_create(
+    *, customer_id: str, metadata: dict[str, str], success_url: str, cancel_url: str, idempotency_key: str
+) -> CheckoutSession:
+    """A Checkout Session in setup mode: the buyer saves a card for later off-session charges.
+
+    Setup mode with dynamic payment methods needs `currency`; `customer` makes the
+    SetupIntent attach the card to that customer (https://docs.stripe.com/payments/save-and-reuse?platform=checkout).
+    `setup_intent_data.metadata` is copied to the SetupIntent.
+    """
+    params: dict[str, Any] = {
+        "mode": "setup",
+        "currency": settings.STRIPE_CURRENCY,
+        "customer": customer_id,
+        "client_reference_id": metadata.get("user_id", ""),
+        "metadata": metadata,
+        "setup_intent_data": {"metadata": metadata},
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+    }
+    try:
+        session = _client().v1.checkout.sessions.create(params, {"idempotency_key": idempotency_key})
+    except stripe.StripeError as exc:
+        log.warning("stripe setup session create failed", extra={"error": str(exc)})
+        raise StripeUnavailable(str(exc)) from exc
+    return CheckoutSession.from_dict(_plain(session))
+
+
+def setup_session_card(*, session: dict[str, Any]) -> SavedCard | None:
+    """The card a completed setup-mode session saved (its SetupIntent's payment method), or None."""
+    if session.get("mode") != "setup" or session.get("status") != "complete":
+        return None
+    intent = session.get("setup_intent")
+    try:
+        if not isinstance(intent, dict):
+            if not intent:
+                return None
+            intent = _plain(_client().v1.setup_intents.retrieve(str(intent), {"expand": ["payment_method"]}))
+        method = intent.get("payment_method")
+        if isinstance(method, str) and method:
+            method = _plain(_client().v1.payment_methods.retrieve(method))
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(str(exc)) from exc
+    if intent.get("status") != "succeeded" or not isinstance(method, dict):
+        return None
+    card = method.get("card") or {}
+    customer = method.get("customer") or intent.get("customer") or session.get("customer") or ""
+    if isinstance(customer, dict):
+        customer = customer.get("id") or ""
+    return SavedCard(
+        payment_method_id=str(method["id"]),
+        customer_id=str(customer),
+        brand=str(card.get("brand") or method.get("type") or ""),
+        last4=str(card.get("last4") or ""),
+    )
+
+
+def setup_session_retrieve(*, session_id: str) -> dict[str, Any]:
+    try:
+        return _plain(_client().v1.checkout.sessions.retrieve(session_id, {"expand": ["setup_intent"]}))
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(str(exc)) from exc
+
+
+def payment_method_detach(*, payment_method_id: str) -> None:
+    """Forget a saved card on Stripe: a detached PaymentMethod can't be charged again
+    (https://docs.stripe.com/api/payment_methods/detach). One already detached is fine."""
+    try:
+        _client().v1.payment_methods.detach(payment_method_id)
+    except stripe.InvalidRequestError as exc:
+        log.info("payment method already gone", extra={"payment_method": payment_method_id, "error": str(exc)})
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(str(exc)) from exc
+
+
+def payment_intent_off_session(
+    *,
+    amount_cents: int,
+    customer_id: str,
+    payment_method_id: str,
+    metadata: dict[str, str],
+    description: str,
+    idempotency_key: str,
+) -> OffSessionCharge:
+    """Charge a saved card with the customer away: a PaymentIntent created with
+    `off_session=true` and `confirm=true` (off_session is only valid with confirm;
+    https://docs.stripe.com/api/payment_intents/create#create_payment_intent-off_session).
+
+    A decline or a bank asking for authentication is a 402 card error whose body carries
+    the PaymentIntent (https://docs.stripe.com/payments/save-and-reuse?platform=checkout,
+    "charge the saved payment method later"): returned, not raised. Other failures raise
+    StripeUnavailable; retrying with the same key is safe.
+    """
+    params: dict[str, Any] = {
+        "amount": amount_cents,
+        "currency": settings.STRIPE_CURRENCY,
+        "customer": customer_id,
+        "payment_method": payment_method_id,
+        "off_session": True,
+        "confirm": True,
+        "description": description,
+        "metadata": metadata,
+    }
+    try:
+        intent = _client().v1.payment_intents.create(params, {"idempotency_key": idempotency_key})
+    except stripe.CardError as exc:
+        error = exc.error
+        body = (exc.json_body or {}).get("error") or {}
+        intent_data = body.get("payment_intent") or {}
+        code = str(getattr(error, "decline_code", None) or exc.code or "card_error")
+        if intent_data:
+            return OffSessionCharge.from_dict(intent_data, error_code=code, error_message=exc.user_message or str(exc))
+        return OffSessionCharge(
+            payment_intent_id="",
+            status="requires_payment_method",
+            amount=0,
+            currency="",
+            error_code=code,
+            error_message=exc.user_message or str(exc),
+        )
+    except stripe.StripeError as exc:
+        log.warning("stripe off-session charge failed", extra={"error": str(exc)})
+        raise StripeUnavailable(str(exc)) from exc
+    return OffSessionCharge.from_dict(_plain(intent))

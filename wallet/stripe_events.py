@@ -21,6 +21,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from wallet import stripe_client
+from wallet.autotopups import autotopup_card_setup_complete, autotopup_failed, autotopup_paid
 from wallet.models import StripeEvent, Topup
 from wallet.topups import (
     FulfilResult,
@@ -70,6 +71,12 @@ def stripe_session_fulfil(*, session: stripe_client.CheckoutSession) -> FulfilRe
 
 
 def _session_event(obj: dict[str, Any]) -> Outcome:
+    if obj.get("mode") == "setup":
+        saved = autotopup_card_setup_complete(session=obj)
+        return Outcome(
+            StripeEvent.Status.PROCESSED if saved else StripeEvent.Status.IGNORED,
+            f"card set-up {obj.get('id')}: " + ("card saved" if saved else "nothing to save (already saved or stale)"),
+        )
     session = stripe_client.CheckoutSession.from_dict(obj)
     try:
         result = stripe_session_fulfil(session=session)
@@ -185,11 +192,57 @@ def _dispute(obj: dict[str, Any], *, closed: bool) -> Outcome:
     return Outcome(StripeEvent.Status.PROCESSED, message, topup=found)
 
 
+def _auto_topup_for(obj: dict[str, Any]) -> Topup | None:
+    """The automatic top-up a PaymentIntent charged, or None (a Checkout top-up's intent is
+    credited through its session's events instead)."""
+    metadata = obj.get("metadata") or {}
+    if metadata.get("kind") != Topup.Kind.AUTO:
+        return None
+    topup = topup_for_payment(payment_intent_id=_id(obj.get("id")), metadata=metadata)
+    return topup if topup is not None and topup.kind == Topup.Kind.AUTO else None
+
+
+def _intent_succeeded(obj: dict[str, Any]) -> Outcome:
+    topup = _auto_topup_for(obj)
+    if topup is None:
+        return Outcome(StripeEvent.Status.IGNORED, "not an automatic top-up (credited by its checkout session)")
+    try:
+        result = autotopup_paid(
+            topup=topup,
+            payment_intent_id=_id(obj.get("id")),
+            amount=int(obj.get("amount_received") or obj.get("amount") or 0) or None,
+            currency=str(obj.get("currency") or ""),
+            metadata={str(k): str(v) for k, v in (obj.get("metadata") or {}).items()},
+        )
+    except TopupMismatch as exc:
+        log.error("paid intent does not match its top-up", extra={"topup_id": topup.pk, "error": str(exc)})
+        return Outcome(StripeEvent.Status.IGNORED, f"rejected: {exc}"[:300], topup=topup)
+    return Outcome(StripeEvent.Status.PROCESSED, result.outcome, topup=topup)
+
+
+def _intent_failed(obj: dict[str, Any]) -> Outcome:
+    topup = _auto_topup_for(obj)
+    if topup is None:
+        return Outcome(StripeEvent.Status.IGNORED, "not an automatic top-up")
+    error = obj.get("last_payment_error") or {}
+    reason = f"The card was declined: {error.get('message') or 'no reason given'}"
+    if error.get("code") == "authentication_required":
+        reason = "Your bank asked to confirm the payment, which can't be done while you are away. Add the card again."
+    failed = autotopup_failed(topup=topup, reason=reason)
+    return Outcome(
+        StripeEvent.Status.PROCESSED,
+        f"top-up {topup.pk}: " + ("failed, paused" if failed else "already ended"),
+        topup=topup,
+    )
+
+
 HANDLERS: dict[str, Callable[[dict[str, Any]], Outcome]] = {
     "checkout.session.completed": _session_event,
     "checkout.session.async_payment_succeeded": _session_event,
     "checkout.session.async_payment_failed": lambda obj: _session_unpaid(obj, expired=False),
     "checkout.session.expired": lambda obj: _session_unpaid(obj, expired=True),
+    "payment_intent.succeeded": _intent_succeeded,
+    "payment_intent.payment_failed": _intent_failed,
     "charge.refunded": _charge_refunded,
     "charge.dispute.created": lambda obj: _dispute(obj, closed=False),
     "charge.dispute.closed": lambda obj: _dispute(obj, closed=True),

@@ -22,3 +22,12 @@ def holds_expire() -> int:
     if count:
         log.info("expired holds", extra={"count": count})
     return count
+
+
+@shared_task(name="wallet.tasks.autotopup_run", ignore_result=True, acks_late=True)
+def autotopup_run(account_id: int) -> str:
+    """Charge the wallet's saved card if it is below its threshold. Safe to run twice:
+    the attempt is recorded before Stripe is called and charged with a key derived from it."""
+    from wallet.autotopups import autotopup_run as run
+
+    return run(account_id=account_id)

@@ -2,15 +2,17 @@ from __future__ import annotations
 
 import csv
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 
+from wallet.autotopups import autotopup_for_user, autotopup_provider
 from wallet.models import BalanceAlert, Entry
 from wallet.selectors import entries_for_user, topups_for_user, wallet_summary
-from wallet.services import credits_to_usd
+from wallet.services import credits_for_cents, credits_to_usd
 from wallet.topups import topups_expire_stale
 
 
@@ -41,10 +43,17 @@ def wallet(request: HttpRequest) -> HttpResponse:
         }
         for entry in page
     ]
+    autotopup = autotopup_for_user(user=request.user)
+    provider, unavailable = autotopup_provider()
     return render(
         request,
         "wallet/wallet.html",
         {
+            "autotopup": autotopup,
+            "autotopup_provider": provider,
+            "autotopup_unavailable": unavailable,
+            "autotopup_credits": credits_for_cents(autotopup.amount_cents) if autotopup else 0,
+            "autotopup_max_per_day": settings.AUTOTOPUP_MAX_PER_DAY,
             "summary": wallet_summary(user=request.user),
             "page": page,
             "rows": rows,

@@ -9,7 +9,17 @@ the same key with other parameters is an idempotency_error).
     ... settings STRIPE_API_BASE=fake.url ...
     fake.mark_paid(session_id)      # the buyer paid: a PaymentIntent and a Charge appear
     fake.refund(charge_id, 200)     # returns the charge with its cumulative amount_refunded
+    fake.complete_setup(session_id, card="declines")  # a setup-mode session saved a card
     fake.stop()
+
+Saved cards and off-session charges (automatic top-ups) follow
+https://docs.stripe.com/payments/save-and-reuse?platform=checkout: a setup-mode Checkout
+Session needs `currency` (dynamic payment methods) and attaches the SetupIntent's card to
+its `customer`; a PaymentIntent with `off_session=true` must also have `confirm=true`
+(https://docs.stripe.com/api/payment_intents/create#create_payment_intent-off_session);
+a failed off-session charge answers 402 with a card error whose body carries the
+PaymentIntent, now `requires_payment_method`; a detached card can't be charged or
+detached again (https://docs.stripe.com/api/payment_methods/detach).
 """
 
 from __future__ import annotations
@@ -64,6 +74,9 @@ class FakeStripe:
         self.sessions: dict[str, dict[str, Any]] = {}
         self.payment_intents: dict[str, dict[str, Any]] = {}
         self.charges: dict[str, dict[str, Any]] = {}
+        self.customers: dict[str, dict[str, Any]] = {}
+        self.setup_intents: dict[str, dict[str, Any]] = {}
+        self.payment_methods: dict[str, dict[str, Any]] = {}
         self.idempotent: dict[str, tuple[dict[str, Any], int, dict[str, Any]]] = {}
         self.requests: list[dict[str, Any]] = []
         self.fail_next: int = 0  # answer this many requests with a 500, to test retries and outages
@@ -177,6 +190,58 @@ class FakeStripe:
             charge["refunds"]["data"].insert(0, refund)
             return copy.deepcopy(charge)
 
+    # Test cards by behaviour, after Stripe's test PaymentMethods (https://docs.stripe.com/testing):
+    # pm_card_visa succeeds, pm_card_chargeDeclined is declined, pm_card_authenticationRequired
+    # needs the cardholder (off-session: declined with authentication_required).
+    CARDS = {
+        "visa": ("visa", "4242", "succeeds"),
+        "declines": ("visa", "0002", "card_declined"),
+        "authentication_required": ("visa", "3184", "authentication_required"),
+    }
+
+    def complete_setup(self, session_id: str, card: str = "visa") -> dict[str, Any]:
+        """The buyer saved a card in a setup-mode session: a succeeded SetupIntent and a
+        PaymentMethod attached to the session's customer."""
+        brand, last4, behaviour = self.CARDS[card]
+        with self.lock:
+            session = self.sessions[session_id]
+            assert session["mode"] == "setup", "only a setup-mode session saves a card this way"
+            assert session["status"] == "open", "only an open Checkout Session can be completed"
+            method_id = new_id("pm")
+            self.payment_methods[method_id] = {
+                "id": method_id,
+                "object": "payment_method",
+                "type": "card",
+                "card": {"brand": brand, "last4": last4, "exp_month": 12, "exp_year": 2030, "country": "US"},
+                "customer": session.get("customer"),
+                "created": int(time.time()),
+                "livemode": False,
+                "metadata": {},
+                "_behaviour": behaviour,
+            }
+            intent_id = new_id("seti")
+            self.setup_intents[intent_id] = {
+                "id": intent_id,
+                "object": "setup_intent",
+                "customer": session.get("customer"),
+                "payment_method": method_id,
+                "status": "succeeded",
+                "usage": "off_session",
+                "metadata": dict(session.get("_setup_metadata") or {}),
+                "created": int(time.time()),
+                "livemode": False,
+            }
+            session.update(setup_intent=intent_id, status="complete", payment_status="no_payment_required")
+            return self._public(session)
+
+    def payment_method(self, method_id: str) -> dict[str, Any]:
+        with self.lock:
+            return self._public(self.payment_methods[method_id])
+
+    def intent(self, intent_id: str) -> dict[str, Any]:
+        with self.lock:
+            return copy.deepcopy(self.payment_intents[intent_id])
+
     def charge_for(self, session_id: str) -> dict[str, Any]:
         with self.lock:
             intent = self.payment_intents[self.sessions[session_id]["payment_intent"]]
@@ -200,7 +265,10 @@ class FakeStripe:
             session = self.sessions.get(m.group(1))
             if session is None:
                 return _missing("checkout session", m.group(1))
-            return 200, self._public(session)
+            session = self._public(session)
+            if "setup_intent" in _expand(query) and session.get("setup_intent"):
+                session["setup_intent"] = copy.deepcopy(self.setup_intents[session["setup_intent"]])
+            return 200, session
         m = re.fullmatch(r"/v1/checkout/sessions/([^/]+)/expire", path)
         if method == "POST" and m:
             return self._session_expire(m.group(1))
@@ -219,6 +287,26 @@ class FakeStripe:
                 charge = self.charges.get(self.payment_intents[m.group(1)].get("latest_charge") or "")
                 intent["charges"] = {"object": "list", "data": [charge] if charge else [], "has_more": False}
             return 200, intent
+        if method == "POST" and path == "/v1/customers":
+            return self._customer_create(form)
+        if method == "POST" and path == "/v1/payment_intents":
+            return self._intent_create(form)
+        m = re.fullmatch(r"/v1/setup_intents/([^/]+)", path)
+        if method == "GET" and m:
+            intent = self.setup_intents.get(m.group(1))
+            if intent is None:
+                return _missing("setup_intent", m.group(1))
+            intent = copy.deepcopy(intent)
+            if "payment_method" in _expand(query) and intent.get("payment_method"):
+                intent["payment_method"] = self._public(self.payment_methods[intent["payment_method"]])
+            return 200, intent
+        m = re.fullmatch(r"/v1/payment_methods/([^/]+)", path)
+        if method == "GET" and m:
+            found = self.payment_methods.get(m.group(1))
+            return (200, self._public(found)) if found else _missing("payment_method", m.group(1))
+        m = re.fullmatch(r"/v1/payment_methods/([^/]+)/detach", path)
+        if method == "POST" and m:
+            return self._method_detach(m.group(1))
         m = re.fullmatch(r"/v1/charges/([^/]+)", path)
         if method == "GET" and m:
             charge = self.charges.get(m.group(1))
@@ -228,12 +316,23 @@ class FakeStripe:
         return 404, _error("invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
 
     def _session_create(self, form: dict[str, Any]) -> tuple[int, dict]:
-        for required in ("mode", "success_url", "line_items"):
+        setup = form.get("mode") == "setup"
+        # Setup mode has no line items, and needs `currency` with dynamic payment methods
+        # (https://docs.stripe.com/payments/save-and-reuse?platform=checkout).
+        for required in ("mode", "success_url", "currency" if setup else "line_items"):
             if not form.get(required):
                 return 400, _error("invalid_request_error", f"Missing required param: {required}.", param=required)
+        if setup and form.get("customer") and form["customer"] not in self.customers:
+            return _missing("customer", form["customer"])
+        if setup and form.get("payment_intent_data"):
+            return 400, _error(
+                "invalid_request_error",
+                "payment_intent_data can only be used in payment mode.",
+                param="payment_intent_data",
+            )
         total = 0
         currency = ""
-        for item in form["line_items"]:
+        for item in form.get("line_items") or []:
             price = item.get("price_data") or {}
             total += int(price.get("unit_amount") or 0) * int(item.get("quantity") or 1)
             currency = price.get("currency") or currency
@@ -246,7 +345,8 @@ class FakeStripe:
             "cancel_url": form.get("cancel_url"),
             "client_reference_id": form.get("client_reference_id"),
             "created": int(time.time()),
-            "currency": currency,
+            "currency": currency or form.get("currency"),
+            "customer": form.get("customer"),
             "customer_email": form.get("customer_email"),
             "expires_at": int(time.time()) + 86400,
             "livemode": False,
@@ -258,9 +358,123 @@ class FakeStripe:
             "success_url": form["success_url"],
             "url": f"https://checkout.stripe.com/c/pay/{session_id}",
             "_payment_metadata": (form.get("payment_intent_data") or {}).get("metadata") or {},
+            "_setup_metadata": (form.get("setup_intent_data") or {}).get("metadata") or {},
         }
+        if setup:
+            session.update(amount_subtotal=None, amount_total=None, setup_intent=None)
         self.sessions[session_id] = session
         return 200, self._public(session)
+
+    def _customer_create(self, form: dict[str, Any]) -> tuple[int, dict]:
+        customer_id = new_id("cus")
+        self.customers[customer_id] = {
+            "id": customer_id,
+            "object": "customer",
+            "email": form.get("email"),
+            "metadata": form.get("metadata") or {},
+            "created": int(time.time()),
+            "livemode": False,
+        }
+        return 200, copy.deepcopy(self.customers[customer_id])
+
+    def _method_detach(self, method_id: str) -> tuple[int, dict]:
+        found = self.payment_methods.get(method_id)
+        if found is None:
+            return _missing("payment_method", method_id)
+        if not found.get("customer"):
+            return 400, _error(
+                "invalid_request_error",
+                "The payment method you provided is not attached to a customer so detachment is impossible.",
+            )
+        found["customer"] = None
+        found["_detached"] = True
+        return 200, self._public(found)
+
+    def _intent_create(self, form: dict[str, Any]) -> tuple[int, dict]:
+        """POST /v1/payment_intents, for saved cards charged off-session."""
+        for required in ("amount", "currency"):
+            if not form.get(required):
+                return 400, _error("invalid_request_error", f"Missing required param: {required}.", param=required)
+        confirm = form.get("confirm") == "true"
+        off_session = form.get("off_session") in ("true", "one_off", "recurring")
+        if off_session and not confirm:
+            return 400, _error(
+                "invalid_request_error",
+                "off_session can only be used with confirm=true.",
+                param="off_session",
+            )
+        amount = int(form["amount"])
+        if amount < 50:
+            # "The minimum amount is $0.50 US" (https://docs.stripe.com/api/payment_intents/object#payment_intent_object-amount)
+            return 400, _error("invalid_request_error", "Amount must be at least $0.50 usd", param="amount")
+        method = self.payment_methods.get(form.get("payment_method") or "")
+        if form.get("payment_method") and method is None:
+            return _missing("payment_method", form["payment_method"])
+        if method is not None and (method.get("_detached") or method.get("customer") != form.get("customer")):
+            return 400, _error(
+                "invalid_request_error",
+                "The provided PaymentMethod was previously used without being attached to a Customer or was "
+                "detached from a Customer, and may not be used again."
+                if method.get("_detached")
+                else "The provided PaymentMethod does not belong to the Customer given.",
+                param="payment_method",
+            )
+        intent_id = new_id("pi")
+        intent: dict[str, Any] = {
+            "id": intent_id,
+            "object": "payment_intent",
+            "amount": amount,
+            "amount_received": 0,
+            "currency": form["currency"],
+            "customer": form.get("customer"),
+            "payment_method": form.get("payment_method"),
+            "description": form.get("description"),
+            "created": int(time.time()),
+            "latest_charge": None,
+            "last_payment_error": None,
+            "livemode": False,
+            "metadata": form.get("metadata") or {},
+            "status": "requires_payment_method" if method is None else "requires_confirmation",
+        }
+        self.payment_intents[intent_id] = intent
+        if not confirm or method is None:
+            return 200, copy.deepcopy(intent)
+        behaviour = method["_behaviour"]
+        if behaviour != "succeeds":
+            error = {
+                "type": "card_error",
+                "code": behaviour,
+                "message": "Your card was declined."
+                if behaviour == "card_declined"
+                else "Your card was declined. This transaction requires authentication.",
+                "payment_method": self._public(method),
+            }
+            if behaviour == "card_declined":
+                error["decline_code"] = "generic_decline"
+            intent.update(status="requires_payment_method", last_payment_error=copy.deepcopy(error))
+            return 402, {"error": {**error, "payment_intent": copy.deepcopy(intent)}}
+        charge_id = new_id("ch")
+        self.charges[charge_id] = {
+            "id": charge_id,
+            "object": "charge",
+            "amount": amount,
+            "amount_captured": amount,
+            "amount_refunded": 0,
+            "captured": True,
+            "currency": form["currency"],
+            "created": int(time.time()),
+            "livemode": False,
+            "metadata": dict(intent["metadata"]),
+            "paid": True,
+            "payment_intent": intent_id,
+            "receipt_url": f"https://pay.stripe.com/receipts/payment/{charge_id}",
+            "refunded": False,
+            "refunds": {"object": "list", "data": [], "has_more": False, "url": f"/v1/charges/{charge_id}/refunds"},
+            "status": "succeeded",
+            "disputed": False,
+        }
+        intent.update(status="succeeded", amount_received=amount, latest_charge=charge_id)
+        return 200, copy.deepcopy(intent)
 
     def _session_expire(self, session_id: str) -> tuple[int, dict]:
         """https://docs.stripe.com/api/checkout/sessions/expire: "A Checkout Session can be
@@ -295,6 +509,11 @@ class FakeStripe:
             "has_more": len(rows) > limit,
             "url": "/v1/checkout/sessions",
         }
+
+
+def _expand(query: dict[str, Any]) -> list[str]:
+    expand = query.get("expand") or []
+    return [expand] if isinstance(expand, str) else list(expand)
 
 
 def _error(kind: str, message: str, **extra: Any) -> dict[str, Any]:
