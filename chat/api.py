@@ -27,6 +27,7 @@ from chat.selectors import (
     messages_running,
     models_catalog,
 )
+from openai_api.key_spend import KeyInactive, KeyLimitExceeded, acting_as
 from panels.api_errors import ApiError
 from panels.ratelimit import ScopedRateLimit
 from wallet.errors import InsufficientCredits, WalletFrozen
@@ -41,6 +42,19 @@ def _api_error(exc: Exception) -> Exception:
             message=f"Not enough credits for this reply: {exc} Top up your wallet at {TOPUP_URL} to continue.",
             status_code=status.HTTP_402_PAYMENT_REQUIRED,
             extra={"topup_url": TOPUP_URL, "needed": exc.needed, "available": exc.available},
+        )
+    if isinstance(exc, KeyLimitExceeded):
+        return ApiError(
+            code="key_limit_exceeded",
+            message=f"{exc} Raise the key's limit on the account page, or wait for its period to start again.",
+            status_code=status.HTTP_402_PAYMENT_REQUIRED,
+            extra={"spent": exc.spent, "left": exc.left, "needed": exc.amount},
+        )
+    if isinstance(exc, KeyInactive):
+        return ApiError(
+            code="not_authenticated",
+            message="The API key is invalid or has been revoked.",
+            status_code=status.HTTP_401_UNAUTHORIZED,
         )
     if isinstance(exc, WalletFrozen):
         return ApiError(code="wallet_frozen", message=str(exc), status_code=status.HTTP_403_FORBIDDEN)
@@ -58,6 +72,11 @@ def _api_error(exc: Exception) -> Exception:
 
 class ChatApi(APIView):
     # Turns chat and wallet domain errors into the API's error shape.
+
+    def dispatch(self, request, *args, **kwargs):
+        # A reply sent with an API key is held under that key's spend limit.
+        with acting_as(lambda: getattr(self.request, "auth", None)):
+            return super().dispatch(request, *args, **kwargs)
 
     def handle_exception(self, exc: Exception) -> Response:
         return super().handle_exception(_api_error(exc))

@@ -28,6 +28,7 @@ from chat.send_keys import Remember, send_once
 from chat.tokens import REPLY_PRIMING_TOKENS, model_message_tokens
 from chat.usage_records import usage_keep_for_deletion
 from chat.worker import RUNNING, announce_done, message_fail
+from openai_api.key_spend import acting_key, key_hold
 from wallet.models import Account
 from wallet.services import wallet_for_user, wallet_hold, wallet_void
 
@@ -293,16 +294,24 @@ def _reply_create(
 
 def _reply_hold(reply: Message, *, wallet_id: int) -> None:
     """Hold the reply's worst case and point the reply at the hold: one statement on
-    PostgreSQL, the send's last, so the wallet's row is locked only from it to the commit."""
+    PostgreSQL, the send's last, so the wallet's row is locked only from it to the commit.
+
+    Sent with an API key: under that key's spend limit, as its /v1 calls are (the key's row
+    is locked and its limit checked just before, and the hold linked to the key just after)."""
     worst_case = reply_cost(
         reply.prices, input_tokens=reply.input_estimate, output_tokens=reply.model.max_output_tokens
     )
-    reply.hold = wallet_hold(
-        account=Account(pk=wallet_id),
-        amount=max(worst_case, 1),
-        idempotency_key=f"message:{reply.pk}",
-        reference=f"message:{reply.pk}",
-        attach=(Message._meta.db_table, reply.pk),
+    amount = max(worst_case, 1)
+    reply.hold = key_hold(
+        api_key=acting_key(),
+        amount=amount,
+        place=lambda: wallet_hold(
+            account=Account(pk=wallet_id),
+            amount=amount,
+            idempotency_key=f"message:{reply.pk}",
+            reference=f"message:{reply.pk}",
+            attach=(Message._meta.db_table, reply.pk),
+        ),
     )
 
 

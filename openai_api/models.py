@@ -79,3 +79,22 @@ class ApiCall(models.Model):
     @property
     def completion_id(self) -> str:
         return f"chatcmpl-panels-{self.pk}"
+
+
+class KeyHold(models.Model):
+    """A hold placed under an API key: a /v1 call's, or a chat reply's sent with the key.
+
+    What a key has spent is what its holds took (openai_api/key_spend.py): the posted
+    amount once settled, the whole hold while it is pending, nothing once voided. One
+    table for both paths, so the key's spend limit and its usage read one source.
+    """
+
+    api_key = models.ForeignKey("panels.ApiKey", on_delete=models.CASCADE, related_name="holds")
+    hold = models.OneToOneField("wallet.Hold", on_delete=models.PROTECT, related_name="key_hold")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["api_key", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"hold {self.hold_id} under key {self.api_key_id}"

@@ -5,8 +5,9 @@ worst case (estimated input + max output tokens) before the model is called, a p
 at the reported usage after it, a void when it failed, and a charge for the part
 generated when the client went away. The key's spend limit is checked under a lock on
 the key row in the transaction that places the hold, so concurrent calls on one key
-can't together pass it. A call whose web process died is failed (and its hold voided)
-by `calls_fail_stale`, which runs with the hold sweep.
+(chat replies sent with it included) can't together pass it (openai_api/key_spend.py).
+A call whose web process died is failed (and its hold voided) by `calls_fail_stale`,
+which runs with the hold sweep.
 
 No transaction is open while the model is called: `call_begin` commits before, and
 `call_finish` opens its own after.
@@ -23,7 +24,6 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from chat.costs import rates, reply_cost
@@ -32,16 +32,16 @@ from chat.models import ModelSpec
 from chat.providers import ProviderError
 from chat.routing import route_for_message
 from chat.tokens import estimate_output_tokens, estimate_request_tokens
-from openai_api import shapes
+from openai_api import cache, shapes
 from openai_api.errors import OpenAIError
+from openai_api.key_spend import KeyInactive, KeyLimitExceeded, key_hold
 from openai_api.limits import key_rate_check
 from openai_api.models import ApiCall
 from openai_api.request import CompletionRequest, parse
-from openai_api.selectors import SPENT
 from openai_api.upstream import Usage
 from panels.models import ApiKey
 from wallet.errors import HoldNotPending, InsufficientCredits, WalletFrozen
-from wallet.services import wallet_for_user, wallet_hold, wallet_post, wallet_void
+from wallet.services import wallet_hold, wallet_post, wallet_void
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,15 @@ class Finished:
 # --- keys -------------------------------------------------------------------------
 
 
+def _key_invalid() -> OpenAIError:
+    return OpenAIError(
+        401,
+        "Incorrect API key provided, or the key has been revoked or has expired. "
+        "You can make a key on your account page.",
+        code="invalid_api_key",
+    )
+
+
 def key_authenticate(authorization: str) -> ApiKey:
     keyword, _, secret = (authorization or "").partition(" ")
     if keyword != "Bearer" or not secret.strip():
@@ -97,26 +106,15 @@ def key_authenticate(authorization: str) -> ApiKey:
             "using Bearer auth (Authorization: Bearer pnl_...). Keys are made on the account page.",
             code="missing_api_key",
         )
-    api_key = ApiKey.authenticate(secret.strip())
+    api_key = cache.key_verified(secret.strip())
     if api_key is None:
-        raise OpenAIError(
-            401,
-            "Incorrect API key provided, or the key has been revoked or has expired. "
-            "You can make a key on your account page.",
-            code="invalid_api_key",
-        )
+        raise _key_invalid()
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at > dt.timedelta(minutes=1):
+        # At most one write a minute per key and process (the key may be a cached one).
+        api_key.last_used_at = now
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
     return api_key
-
-
-def key_spent(*, api_key: ApiKey, since: dt.datetime | None = None) -> int:
-    """Credits the key has spent since `since` (all time for None), holds of calls still running included."""
-    calls = ApiCall.objects.filter(api_key=api_key).exclude(status=ApiCall.Status.REFUSED)
-    if since is not None:
-        calls = calls.filter(created_at__gte=since)
-    return int(calls.aggregate(spent=Sum(SPENT))["spent"] or 0)
 
 
 # --- begin ------------------------------------------------------------------------
@@ -132,7 +130,7 @@ def _resolve(request: CompletionRequest) -> tuple[ModelSpec, str, str]:
         except ModelUnavailable as exc:
             raise OpenAIError(503, exc.message, code="model_unavailable", type="server_error") from exc
         return route.spec, route.tier, route.reason
-    spec = ModelSpec.objects.filter(slug=request.model, enabled=True).first()
+    spec = cache.model_enabled(request.model)
     if spec is None:
         raise OpenAIError(
             404,
@@ -234,75 +232,84 @@ def call_begin(*, authorization: str, body: bytes, idempotency_key: str = "") ->
     prices = spec.prices_snapshot()
     worst_case = max(reply_cost(prices, input_tokens=input_estimate, output_tokens=max_tokens), 1)
     store = settings.API_STORE_CONTENT
-    with transaction.atomic():
-        try:
-            with transaction.atomic():
-                call = ApiCall.objects.create(
-                    user=user,
+    account = cache.wallet_of(user)  # outside the transaction: a wallet made in it could roll back
+    fields = dict(
+        user=user,
+        api_key=api_key,
+        model=spec,
+        requested_model=request.model[:60],
+        tier=tier,
+        routed_by=reason,
+        stream=request.stream,
+        reserved=worst_case,
+        input_estimate=input_estimate,
+        prices=prices,
+        max_output_tokens=max_tokens,
+        idempotency_key=idempotency_key,
+        request_hash=request.body_hash if idempotency_key else "",
+        prompt=[{"role": t.role, "content": t.content} for t in request.turns] if store else None,
+    )
+    try:
+        with transaction.atomic():
+            if idempotency_key:
+                try:
+                    with transaction.atomic():
+                        call = ApiCall.objects.create(**fields)
+                except IntegrityError:
+                    # The same key, sent twice at once: the other request got there first.
+                    return _existing(user.pk, idempotency_key, request.body_hash)
+            else:
+                call = ApiCall.objects.create(**fields)  # no key, nothing unique: no savepoint
+            try:
+                hold = key_hold(
                     api_key=api_key,
-                    model=spec,
-                    requested_model=request.model[:60],
-                    tier=tier,
-                    routed_by=reason,
-                    stream=request.stream,
-                    reserved=worst_case,
-                    input_estimate=input_estimate,
-                    prices=prices,
-                    max_output_tokens=max_tokens,
-                    idempotency_key=idempotency_key,
-                    request_hash=request.body_hash if idempotency_key else "",
-                    prompt=[{"role": t.role, "content": t.content} for t in request.turns] if store else None,
+                    amount=worst_case,
+                    place=lambda: wallet_hold(
+                        account=account,
+                        amount=worst_case,
+                        idempotency_key=f"apicall:{call.pk}",
+                        reference=f"apicall:{call.pk}",
+                    ),
                 )
-        except IntegrityError:
-            # The same key, sent twice at once: the other request got there first.
-            return _existing(user.pk, idempotency_key, request.body_hash)
-        if api_key.spend_limit is not None:
-            # Lock the key, then count: two calls on one key can't both pass its limit.
-            locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
-            spent = key_spent(api_key=locked, since=locked.period_start()) - worst_case  # this call counts already
-            if spent + worst_case > locked.spend_limit:
-                left = max(locked.spend_limit - spent, 0)
-                afford = affordable_output_tokens(available=left, input_tokens=input_estimate, spec=spec)
+            except KeyLimitExceeded as exc:
+                afford = affordable_output_tokens(available=exc.left, input_tokens=input_estimate, spec=spec)
                 return _refuse(
                     call,
                     OpenAIError(
                         402,
-                        f"This request would pass this API key's spend limit of {locked.limit_label}: "
-                        f"{spent:,} credits are spent or reserved, {left:,} are left, and this request may cost "
-                        f"up to {worst_case:,} ({input_estimate:,} input tokens estimated + {max_tokens:,} output "
-                        f"tokens). What is left covers about {afford:,} output tokens: lower "
-                        f"{request.max_tokens_param}, or raise the key's limit on the account page.",
+                        f"This request would pass this API key's spend limit of {exc.limit_label}: "
+                        f"{exc.spent:,} credits are spent or reserved (chat replies sent with this key included), "
+                        f"{exc.left:,} are left, and this request may cost up to {worst_case:,} "
+                        f"({input_estimate:,} input tokens estimated + {max_tokens:,} output tokens). What is left "
+                        f"covers about {afford:,} output tokens: lower {request.max_tokens_param}, or raise the "
+                        "key's limit on the account page.",
                         code="key_limit_exceeded",
                         param=request.max_tokens_param,
                         extra={"affordable_output_tokens": afford},
                     ),
                 )
-        try:
-            hold = wallet_hold(
-                account=wallet_for_user(user=user),
-                amount=worst_case,
-                idempotency_key=f"apicall:{call.pk}",
-                reference=f"apicall:{call.pk}",
-            )
-        except InsufficientCredits as exc:
-            afford = affordable_output_tokens(available=exc.available, input_tokens=input_estimate, spec=spec)
-            return _refuse(
-                call,
-                OpenAIError(
-                    402,
-                    f"Not enough credits: this request may cost up to {worst_case:,} credits "
-                    f"({input_estimate:,} input tokens estimated + {max_tokens:,} output tokens at {spec.name}'s "
-                    f"prices) and your wallet has {exc.available:,} available. That covers about {afford:,} "
-                    f"output tokens: lower {request.max_tokens_param}, or top up at {TOPUP_URL}.",
-                    code="insufficient_credits",
-                    param=request.max_tokens_param,
-                    extra={"affordable_output_tokens": afford},
-                ),
-            )
-        except WalletFrozen as exc:
-            return _refuse(call, OpenAIError(403, str(exc), code="wallet_frozen"))
-        call.hold = hold
-        call.save(update_fields=["hold"])
+            except InsufficientCredits as exc:
+                afford = affordable_output_tokens(available=exc.available, input_tokens=input_estimate, spec=spec)
+                return _refuse(
+                    call,
+                    OpenAIError(
+                        402,
+                        f"Not enough credits: this request may cost up to {worst_case:,} credits "
+                        f"({input_estimate:,} input tokens estimated + {max_tokens:,} output tokens at {spec.name}'s "
+                        f"prices) and your wallet has {exc.available:,} available. That covers about {afford:,} "
+                        f"output tokens: lower {request.max_tokens_param}, or top up at {TOPUP_URL}.",
+                        code="insufficient_credits",
+                        param=request.max_tokens_param,
+                        extra={"affordable_output_tokens": afford},
+                    ),
+                )
+            except WalletFrozen as exc:
+                return _refuse(call, OpenAIError(403, str(exc), code="wallet_frozen"))
+            call.hold = hold
+            call.save(update_fields=["hold"])
+    except KeyInactive as exc:
+        # Revoked (or expired) since it was verified: nothing of this call stays.
+        raise _key_invalid() from exc
     left = (hold.expires_at - timezone.now()).total_seconds() - SETTLE_MARGIN_SECONDS
     return Begun(call=call, spec=spec, request=request, max_tokens=max_tokens, deadline=time.monotonic() + left)
 

@@ -334,6 +334,8 @@ REPLY_STREAM_TTL_SECONDS = envint("REPLY_STREAM_TTL_SECONDS", 3600)
 API_STORE_CONTENT = envbool("API_STORE_CONTENT", False)
 # How long a /v1 reply kept for an Idempotency-Key retry is stored.
 API_IDEMPOTENCY_HOURS = envint("API_IDEMPOTENCY_HOURS", 24)
+# Seconds a /v1 web process keeps a verified key, a model and a wallet id (openai_api/cache.py).
+API_CACHE_SECONDS = envint("API_CACHE_SECONDS", 10)
 # Auto: the catalog slugs its cheap and flagship tiers resolve to.
 AUTO_CHEAP_MODEL = envstr("AUTO_CHEAP_MODEL", "gpt-4o-mini")
 AUTO_FLAGSHIP_MODEL = envstr("AUTO_FLAGSHIP_MODEL", "gpt-4o")

@@ -23,6 +23,14 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_api_cache():
+    # The /v1 lookups a web process keeps (openai_api/cache.py) don't outlive a test's rows.
+    from openai_api import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _own_rate_limits(settings):
     # Rate-limit counters live in the test run's one Redis: each test counts on its own.
     settings.RATE_LIMIT_PREFIX = f"test-rate:{uuid.uuid4().hex}"

@@ -235,6 +235,9 @@ def start_web(*, database_url: str, log_dir: Path, env: dict[str, str] | None = 
         "DEBUG": "0",
         "LOG_LEVEL": "WARNING",
         "MODEL_TIMEOUT_SECONDS": "20",
+        # Tests empty and refill the tables under a running process, which production never
+        # does: its /v1 lookups (openai_api/cache.py) would outlive them. In-process tests cache.
+        "API_CACHE_SECONDS": "0",
         **(env or {}),
     }
     command = [

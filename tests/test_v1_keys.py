@@ -12,14 +12,18 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from chat.models import ModelSpec
-from openai_api.models import ApiCall
+from openai_api.models import ApiCall, KeyHold
 from panels.models import ApiKey
+from tests.wallet_helpers import funded_wallet
+from wallet.services import wallet_for_user, wallet_hold, wallet_post, wallet_void
 
 pytestmark = pytest.mark.django_db
 
 
 def add_call(key: ApiKey, status: str, *, cost: int | None = None, reserved: int = 0, days_ago: int = 0) -> None:
-    ApiCall.objects.create(
+    """A /v1 call of `key` as the ledger has it: its hold, posted, pending or voided."""
+    created_at = timezone.now() - dt.timedelta(days=days_ago)
+    call = ApiCall.objects.create(
         user=key.user,
         api_key=key,
         model=ModelSpec.objects.get(slug="demo"),
@@ -27,8 +31,20 @@ def add_call(key: ApiKey, status: str, *, cost: int | None = None, reserved: int
         status=status,
         cost=cost,
         reserved=reserved,
-        created_at=timezone.now() - dt.timedelta(days=days_ago),
+        created_at=created_at,
     )
+    if status == ApiCall.Status.REFUSED:
+        return  # refused before any hold
+    hold = wallet_hold(
+        account=wallet_for_user(user=key.user),
+        amount=max(reserved, cost or 0, 1),
+        idempotency_key=f"apicall:{call.pk}",
+    )
+    if status in (ApiCall.Status.DONE, ApiCall.Status.CANCELLED):
+        wallet_post(hold=hold, amount=cost)
+    elif status == ApiCall.Status.FAILED:
+        wallet_void(hold=hold)
+    KeyHold.objects.create(api_key=key, hold=hold, created_at=created_at)
 
 
 def test_a_key_made_on_the_account_page_carries_its_limit_and_expiry(alice_client, alice):
@@ -69,6 +85,7 @@ def test_the_limit_of_a_key_can_be_changed_and_only_by_its_owner(alice_client, a
 def test_per_key_usage_in_the_api_and_on_the_account_page(alice_client, alice):
     key, secret = ApiKey.issue(user=alice, name="tool", spend_limit=10_000, limit_period=ApiKey.LimitPeriod.DAY)
     other, _ = ApiKey.issue(user=alice, name="other")
+    funded_wallet(alice, 1_000_000)
     add_call(key, ApiCall.Status.DONE, cost=1_000)
     add_call(key, ApiCall.Status.CANCELLED, cost=200)
     add_call(key, ApiCall.Status.STREAMING, reserved=3_000)  # running: its hold counts
