@@ -15,6 +15,7 @@ from tests.fakes.stripe_api import FakeStripe
 from tests.stripe_helpers import event, post_event, stripe_settings
 from tests.wallet_helpers import funded_wallet
 from wallet import stripe_client
+from wallet.alerts import topup_receipt_send
 from wallet.autotopups import (
     autotopup_charge,
     autotopup_run,
@@ -286,3 +287,34 @@ def test_the_fake_refuses_what_stripe_refuses(fake, alice, alice_client, queued)
     client.v1.payment_methods.detach(setting.payment_method_id)
     with pytest.raises(stripe.InvalidRequestError, match="may not be used again"):
         client.v1.payment_intents.create({**base, "confirm": True, "off_session": True})
+
+
+def test_an_automatic_top_up_is_refunded_and_receipted_like_any_other(fake, alice, alice_client, queued):
+    save_card(alice_client, fake)
+    account = funded_wallet(alice, DOLLAR)
+    turn_on(alice_client)
+    autotopup_run(account_id=account.pk)
+    (topup,) = auto_topups()
+
+    assert topup_receipt_send(topup_id=topup.pk)
+    charge = fake.refund(topup.charge_id, 1000)
+    answer = post_event(alice_client, event("charge.refunded", charge))
+
+    (receipt,) = mail.outbox
+    assert "$10.00" in receipt.body and topup.receipt_url in receipt.body
+    assert answer.json()["status"] == "processed"
+    topup.refresh_from_db()
+    assert topup.status == Topup.Status.REFUNDED
+    assert Account.objects.get(pk=account.pk).balance == DOLLAR
+
+
+def test_a_checkout_top_ups_intent_event_is_left_to_its_session(fake, alice, alice_client, queued):
+    from tests.stripe_helpers import open_topup
+
+    topup = open_topup(alice)
+    session = fake.mark_paid(topup.checkout_session_id)
+
+    answer = post_event(alice_client, event("payment_intent.succeeded", fake.intent(session["payment_intent"])))
+
+    assert answer.json()["status"] == "ignored"
+    assert not Entry.objects.filter(kind=Entry.Kind.TOPUP).exists()

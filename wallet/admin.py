@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from wallet.models import Account, Entry, Hold, Shortfall, StripeEvent, Topup
+from wallet.models import Account, AutoTopup, Entry, Hold, Shortfall, StripeEvent, Topup
 from wallet.services import wallet_grant
 from wallet.topups import topup_resolve_freeze
 
@@ -115,9 +115,18 @@ class ShortfallAdmin(ReadOnlyAdmin):
 
 @admin.register(Topup)
 class TopupAdmin(ReadOnlyAdmin):
-    list_display = ["id", "user", "provider", "amount_cents", "credits", "status", "checkout_session_id", "created_at"]
-    list_filter = ["status", "provider"]
+    list_display = [
+        "id", "user", "provider", "kind", "amount_cents", "credits", "status", "checkout_session_id", "created_at"
+    ]  # fmt: skip
+    list_filter = ["status", "provider", "kind"]
     search_fields = ["user__email", "checkout_session_id", "payment_intent_id", "charge_id"]
+
+
+@admin.register(AutoTopup)
+class AutoTopupAdmin(ReadOnlyAdmin):
+    list_display = ["account", "enabled", "threshold", "amount_cents", "provider", "card_last4", "paused_at"]
+    list_filter = ["enabled", "provider"]
+    search_fields = ["account__user__email", "customer_id", "payment_method_id"]
 
 
 @admin.register(StripeEvent)
