@@ -31,7 +31,7 @@ def _setup() -> None:
     django.setup()
 
 
-def _worker(account_ids: list[int], seconds: float, seed: int, start_at: float, batched: bool, out: mp.Queue) -> None:
+def _worker(account_ids: list[int], seconds: float, seed: int, start_at: float, batched: int, out: mp.Queue) -> None:
     try:
         out.put(_spend(account_ids, seconds, seed, start_at, batched))
     except BaseException as exc:
@@ -39,7 +39,9 @@ def _worker(account_ids: list[int], seconds: float, seed: int, start_at: float, 
         raise
 
 
-def _spend(account_ids: list[int], seconds: float, seed: int, start_at: float, batched: bool) -> int:
+def _spend(account_ids: list[int], seconds: float, seed: int, start_at: float, batched: int) -> int:
+    """Pairs done by this process: one at a time, or with `batched` callers (threads, as a
+    worker's pool) sharing the process's batcher."""
     from concurrent.futures import ThreadPoolExecutor
 
     from django.db import connection
@@ -70,8 +72,8 @@ def _spend(account_ids: list[int], seconds: float, seed: int, start_at: float, b
 
     if batched:
         # Many callers per process share the batcher's one connection and commit.
-        with ThreadPoolExecutor(BATCH_THREADS) as pool:
-            return sum(pool.map(pairs, [rng.randrange(10**9) for _ in range(BATCH_THREADS)]))
+        with ThreadPoolExecutor(batched) as pool:
+            return sum(pool.map(pairs, [rng.randrange(10**9) for _ in range(batched)]))
     done = 0
     while time.time() < deadline:
         account = accounts[rng.randrange(len(accounts))]
@@ -79,9 +81,6 @@ def _spend(account_ids: list[int], seconds: float, seed: int, start_at: float, b
         wallet_post(hold=hold, amount=60)
         done += 1
     return done
-
-
-BATCH_THREADS = 16
 
 
 def _prepare(wallets: int) -> list[int]:
@@ -101,7 +100,7 @@ def _prepare(wallets: int) -> list[int]:
     return ids
 
 
-def run(ids: list[int], workers: int, seconds: float, batched: bool = False) -> float:
+def run(ids: list[int], workers: int, seconds: float, batched: int = 0) -> float:
     from django.db import connections
 
     connections.close_all()
@@ -198,6 +197,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8, help="worker processes per run")
     parser.add_argument("--audit-entries", type=int, default=1_000_000, help="0 skips the audit measurement")
     parser.add_argument("--no-batched", action="store_true", help="skip the group-commit runs")
+    parser.add_argument("--batch-workers", type=int, default=2, help="processes in the group-commit runs")
+    parser.add_argument("--batch-threads", type=int, default=32, help="callers (threads) per process there")
     parser.add_argument("--label", default="")
     parser.add_argument("--json-out", help="also write the result object to this file")
     args = parser.parse_args()
@@ -218,9 +219,10 @@ def main() -> None:
         result[f"{name}_pairs_per_s"] = round(rate)
         print(f"{len(ids):>8} {args.workers:>8} {'statement':>10} {rate:>10.0f}", flush=True)
         if not args.no_batched:
-            rate = run(ids, args.workers, args.seconds, batched=True)
+            rate = run(ids, args.batch_workers, args.seconds, batched=args.batch_threads)
             result[f"{name}_batched_pairs_per_s"] = round(rate)
-            print(f"{len(ids):>8} {args.workers:>8} {'batched':>10} {rate:>10.0f}", flush=True)
+            path = f"batched x{args.batch_threads}"
+            print(f"{len(ids):>8} {args.batch_workers:>8} {path:>10} {rate:>10.0f}", flush=True)
     problems = ledger_audit()
     print("audit after the runs:", "clean" if not problems else f"{len(problems)} problems: {problems[:3]}")
     result["audit_clean"] = not problems
