@@ -10,7 +10,7 @@ from django.db import connection, transaction
 from django.db.models import F, Sum
 from django.db.models.functions import Coalesce
 
-from wallet import digests
+from wallet import audit_chains
 from wallet.models import Account, AuditCheckpoint, Entry, Hold, Shortfall, Takeback, Topup
 
 
@@ -28,7 +28,7 @@ def ledger_audit(*, full: bool = True) -> list[str]:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         checkpoints = {} if full else _checkpoints()
         problems: list[str] = []
-        chain_problems, reached = _chains(checkpoints)
+        chain_problems, reached = _chains(checkpoints, outermost=outermost)
         problems += _balances(checkpoints, reached)
         problems += chain_problems
         problems += _holds()
@@ -92,7 +92,7 @@ def _balances(checkpoints: dict[int, _Point], reached: dict[int, _Point]) -> lis
     return problems
 
 
-def _chains(checkpoints: dict[int, _Point]) -> tuple[list[str], dict[int, _Point]]:
+def _chains(checkpoints: dict[int, _Point], *, outermost: bool) -> tuple[list[str], dict[int, _Point]]:
     """Each entry's digest chains its wallet's previous one; the last is the wallet's head.
 
     Returns the problems and, per wallet with entries past its checkpoint, the point
@@ -102,7 +102,7 @@ def _chains(checkpoints: dict[int, _Point]) -> tuple[list[str], dict[int, _Point
     for pk, key in misplaced:
         problems.append(f"entry {pk} ({key}): its chain is not a user wallet's")
     if connection.vendor == "postgresql":
-        broken, reached = _chains_in_postgres(incremental=bool(checkpoints))
+        broken, reached = _chains_in_postgres(checkpoints, outermost=outermost)
     else:
         broken, reached = _chains_in_python(checkpoints)
     for pk, key in broken:
@@ -131,47 +131,14 @@ def _chains_in_python(checkpoints: dict[int, _Point]) -> tuple[list[tuple[int, s
     return broken, reached
 
 
-def _chains_in_postgres(*, incremental: bool) -> tuple[list[tuple[int, str]], dict[int, _Point]]:
-    # The database recomputes every link; only the broken ones and each wallet's end
-    # come back, so millions of entries never cross the wire.
-    expected = digests.CHAIN_SQL.format(
-        previous="coalesce(lag(e.digest) OVER w, c.digest, '')", content=digests.CONTENT_SQL
-    )
-    since = """
-        FROM wallet_entry e
-        LEFT JOIN wallet_auditcheckpoint c ON c.account_id = e.wallet_id AND %(incremental)s
-        WHERE e.id > coalesce(c.entry_id, 0)
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT id, idempotency_key FROM (
-                SELECT e.id, e.idempotency_key, e.digest, {expected} AS expected,
-                       e.wallet_id IN (e.debit_account_id, e.credit_account_id) AS on_wallet
-                {since}
-                WINDOW w AS (PARTITION BY e.wallet_id ORDER BY e.id)
-            ) links
-            WHERE digest <> expected OR NOT on_wallet
-            ORDER BY id
-            """,
-            {"incremental": incremental},
-        )
-        broken = [(pk, key) for pk, key in cursor.fetchall()]
-        cursor.execute(
-            f"""
-            SELECT e.wallet_id, max(e.id),
-                   coalesce(max(c.balance), 0)
-                   + sum(CASE WHEN e.credit_account_id = e.wallet_id THEN e.amount ELSE -e.amount END)
-            {since}
-            GROUP BY e.wallet_id
-            """,
-            {"incremental": incremental},
-        )
-        ends = cursor.fetchall()
-        cursor.execute("SELECT id, digest FROM wallet_entry WHERE id = ANY(%s)", [[last for _, last, _ in ends]])
-        digest_of = dict(cursor.fetchall())
-    reached = {wallet_id: _Point(last, digest_of[last], balance) for wallet_id, last, balance in ends}
-    return broken, reached
+def _chains_in_postgres(
+    checkpoints: dict[int, _Point], *, outermost: bool
+) -> tuple[list[tuple[int, str]], dict[int, _Point]]:
+    # Entries stream out in id order and every link is recomputed in Python, in
+    # parallel processes for a big ledger (wallet/audit_chains.py says why).
+    parts = audit_chains.segments(incremental=bool(checkpoints), outermost=outermost)
+    broken, state = audit_chains.stitch(parts, {pk: (p.digest, p.balance) for pk, p in checkpoints.items()})
+    return broken, {wallet: _Point(*end) for wallet, end in state.items()}
 
 
 def _holds() -> list[str]:
