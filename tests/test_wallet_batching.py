@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from tests.wallet_helpers import funded_wallet, immutability_lifted
 from wallet import batching, ledger_sql
 from wallet.errors import HoldNotPending, IdempotencyConflict, InsufficientCredits
-from wallet.models import Account, Entry, Hold
+from wallet.models import Account, AutoTopup, Entry, Hold
 from wallet.selectors import ledger_audit
 from wallet.services import wallet_hold, wallet_void
 
@@ -207,3 +207,14 @@ def test_a_batch_that_writes_other_rows_than_it_decided_rolls_back_and_its_calle
     account.refresh_from_db()
     assert account.held == 150
     assert ledger_audit() == []
+
+
+def test_only_posts_on_wallets_with_an_automatic_top_up_pay_for_its_check(alice, bob, batcher, monkeypatch):
+    checked: list[int] = []
+    monkeypatch.setattr(batching, "wallet_after_spend", checked.append)
+    mine, theirs = funded_wallet(alice, 1000), funded_wallet(bob, 1000)
+    AutoTopup.objects.create(account=mine, enabled=True, threshold=5000, amount_cents=500, payment_method_id="pm_1")
+    holds = [wallet_hold(account=a, amount=100, idempotency_key=f"h{a.pk}") for a in (mine, theirs)]
+    outcomes = _threads(2, lambda i: batching.wallet_post_batched(hold=holds[i], amount=50))
+    assert [o.status for o in outcomes] == ["posted", "posted"]
+    assert checked == [mine.pk]  # the wallet without one costs no look-up after its post

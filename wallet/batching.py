@@ -47,6 +47,7 @@ class _Op:
     op: ledger_sql.HoldOp | ledger_sql.PostOp
     done: threading.Event = field(default_factory=threading.Event)
     result: Hold | None = None  # None: run the unbatched service (a refusal, a repeat, an error)
+    autotopup: bool = False  # a post on a wallet with an automatic top-up on: check it after the commit
 
 
 class Batcher:
@@ -58,11 +59,11 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def submit(self, op: _Op) -> Hold | None:
+    def submit(self, op: _Op) -> _Op:
         self._ensure_running()
         self._queue.put(op)
         op.done.wait()
-        return op.result
+        return op
 
     def stop(self) -> None:
         """End the thread (it closes its connection); a later submit starts a new one."""
@@ -114,10 +115,12 @@ class Batcher:
 
     def _apply(self, ops: list[_Op]) -> None:
         revenue = ledger_sql.system_account_id(SYSTEM_REVENUE)
+        autotopups: set[int] = set()
         with transaction.atomic():
-            results = ledger_sql.apply_batch([op.op for op in ops], revenue_id=revenue)
+            results = ledger_sql.apply_batch([op.op for op in ops], revenue_id=revenue, autotopups=autotopups)
         for op, result in zip(ops, results, strict=True):
             op.result = result
+            op.autotopup = isinstance(op.op, ledger_sql.PostOp) and op.op.held.account_id in autotopups
         self.batches += 1
 
 
@@ -134,7 +137,7 @@ def wallet_hold_batched(
     """`wallet_hold`, committed with other callers' operations; same outcomes."""
     if amount > 0 and _batchable():
         ttl = settings.HOLD_TTL_SECONDS if ttl_seconds is None else ttl_seconds
-        placed = _batcher.submit(_Op(ledger_sql.HoldOp(account.pk, amount, idempotency_key, reference, ttl)))
+        placed = _batcher.submit(_Op(ledger_sql.HoldOp(account.pk, amount, idempotency_key, reference, ttl))).result
         if placed is not None:
             return placed
     return wallet_hold(
@@ -145,10 +148,11 @@ def wallet_hold_batched(
 def wallet_post_batched(*, hold: Hold, amount: int, memo: str = "", reference: str | None = None) -> Hold:
     """`wallet_post`, committed with other callers' operations; same outcomes and rules."""
     if 0 <= amount <= hold.amount and _batchable():
-        posted = _batcher.submit(
+        done = _batcher.submit(
             _Op(ledger_sql.PostOp(hold, amount, hold.reference if reference is None else reference, memo[:500]))
         )
-        if posted is not None:
-            wallet_after_spend(hold.account_id)
-            return posted
+        if done.result is not None:
+            if done.autotopup:  # only wallets with an automatic top-up on need the look-up it costs
+                wallet_after_spend(hold.account_id)
+            return done.result
     return wallet_post(hold=hold, amount=amount, memo=memo, reference=reference)

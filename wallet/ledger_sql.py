@@ -318,6 +318,7 @@ WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
 _LOCK_ACCOUNTS = """
 SELECT id, balance, held, frozen_reason, chain_head,
        EXISTS (SELECT 1 FROM wallet_takeback t WHERE t.account_id = wallet_account.id AND t.resolved_at IS NULL),
+       EXISTS (SELECT 1 FROM wallet_autotopup u WHERE u.account_id = wallet_account.id AND u.enabled),
        now()
 FROM wallet_account WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
 """
@@ -394,6 +395,7 @@ class _Wallet:
     frozen: bool
     head: str
     owing: bool  # a take-back waits for this wallet's holds: posts go the unbatched way
+    autotopup: bool  # an automatic top-up is on: a post is followed by its check
     d_balance: int = 0
     d_held: int = 0
     moved: bool = False
@@ -412,15 +414,20 @@ class _Plan:
     posted: list[int] = field(default_factory=list)  # indexes of posted operations
 
 
-def apply_batch(ops: list[HoldOp | PostOp], *, revenue_id: int) -> list[Hold | None]:
+def apply_batch(
+    ops: list[HoldOp | PostOp], *, revenue_id: int, autotopups: set[int] | None = None
+) -> list[Hold | None]:
     """Apply holds and posts in the caller's transaction (rows locked here, in the ledger's
     order); one outcome per operation: the placed or posted Hold, or None for one this
     path does not settle (a refusal, a repeat, a frozen wallet, a take-back waiting, an
-    expired or resolved hold), which the caller answers with the unbatched service."""
+    expired or resolved hold), which the caller answers with the unbatched service.
+    `autotopups` receives the wallets posted to that have an automatic top-up on."""
     with cursor() as c:
         holds, wallets, taken, now = _lock_and_read(c, ops)
         plan = _decide(ops, holds, wallets, taken, revenue_id)
         moved = {pk: w for pk, w in wallets.items() if w.moved}
+        if autotopups is not None:
+            autotopups.update(pk for pk, w in moved.items() if w.autotopup)
         out: list[Hold | None] = [None] * len(ops)
         if not plan.holds and not plan.posts:
             return out
@@ -480,8 +487,8 @@ def _lock_and_read(c, ops: list[HoldOp | PostOp]) -> tuple[dict[int, list], dict
     c.execute(_LOCK_ACCOUNTS, {"ids": account_ids})
     wallets: dict[int, _Wallet] = {}
     now = None
-    for pk, balance, held, frozen_reason, head, owing, db_now in c.fetchall():
-        wallets[pk] = _Wallet(balance, held, bool(frozen_reason), head, owing)
+    for pk, balance, held, frozen_reason, head, owing, autotopup, db_now in c.fetchall():
+        wallets[pk] = _Wallet(balance, held, bool(frozen_reason), head, owing, autotopup)
         now = db_now
     taken: set[str] = set()
     if keys:

@@ -43,7 +43,7 @@ def install_triggers(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("wallet", "0010_balance_alerts_and_receipts"),
+        ("wallet", "0011_auto_topup"),
     ]
 
     operations = [
