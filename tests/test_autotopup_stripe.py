@@ -4,6 +4,7 @@ authentication_required pausing the feature with one email, retries with the sam
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 
 import pytest
@@ -318,3 +319,56 @@ def test_a_checkout_top_ups_intent_event_is_left_to_its_session(fake, alice, ali
 
     assert answer.json()["status"] == "ignored"
     assert not Entry.objects.filter(kind=Entry.Kind.TOPUP).exists()
+
+
+def test_stripe_unreachable_fails_the_attempt_and_pauses_once(fake, alice, alice_client, queued):
+    save_card(alice_client, fake)
+    account = funded_wallet(alice, DOLLAR)
+    turn_on(alice_client)
+    fake.fail_next = 1 + stripe_client.MAX_NETWORK_RETRIES  # every try answered 500
+
+    autotopup_run(account_id=account.pk)
+
+    (topup,) = auto_topups()
+    assert topup.status == Topup.Status.FAILED
+    calls = fake.calls("POST", "/v1/payment_intents")
+    assert len(calls) == 3 and {c["idempotency_key"] for c in calls} == {charge_idempotency_key(topup)}
+    setting = AutoTopup.objects.get()
+    assert setting.paused and "Stripe could not charge the card" in setting.paused_reason
+    assert len(mail.outbox) == 1 and Account.objects.get(pk=account.pk).balance == DOLLAR
+
+
+def test_the_sweep_charges_an_attempt_whose_task_was_lost_with_its_own_key(fake, alice, alice_client, queued):
+    save_card(alice_client, fake)
+    account = funded_wallet(alice, DOLLAR)
+    turn_on(alice_client)
+    topup = autotopup_start(account_id=account.pk)  # recorded; then the worker died
+    Topup.objects.filter(pk=topup.pk).update(created_at=topup.created_at - dt.timedelta(minutes=5))
+    topup.refresh_from_db()
+
+    result = autotopups_sweep()
+
+    assert result["retried"] == 1
+    (call,) = fake.calls("POST", "/v1/payment_intents")
+    assert call["idempotency_key"] == charge_idempotency_key(topup)
+    topup.refresh_from_db()
+    assert topup.status == Topup.Status.PAID
+    assert Account.objects.get(pk=account.pk).balance == 11 * DOLLAR
+
+
+def test_a_late_event_for_an_older_card_set_up_changes_nothing(fake, alice, alice_client, queued):
+    older = alice_client.post("/wallet/auto-topup/card/")["Location"].rsplit("/", 1)[1]
+    save_card(alice_client, fake, card="visa")
+    saved = AutoTopup.objects.get().payment_method_id
+
+    answer = post_event(alice_client, event("checkout.session.completed", fake.complete_setup(older, "declines")))
+
+    assert answer.json()["status"] == "ignored"
+    assert AutoTopup.objects.get().payment_method_id == saved
+
+
+def test_the_wallet_page_says_when_there_is_no_way_to_save_a_card(alice_client, settings):
+    settings.DEMO_ALLOWED = False  # as in production, with no Stripe keys
+    page = alice_client.get("/wallet/").content.decode()
+    assert "no payment provider configured" in page
+    assert 'name="demo_card"' not in page
