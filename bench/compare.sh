@@ -68,10 +68,12 @@ pids+=($!)
 "$VENV/bin/celery" -A panels worker -P threads -c "${WORKER_THREADS:-200}" --without-gossip --without-mingle \
   --without-heartbeat -l WARNING >"$TMP/worker.log" 2>&1 &
 pids+=($!)
+# The same server stack as the LiteLLM proxy's: one uvicorn worker on uvloop with h11 (its
+# CLI picks uvloop; httptools is in neither environment), no access log.
 "$VENV/bin/uvicorn" panels.asgi:application --host 127.0.0.1 --port "$WEB_PORT" --log-level warning --workers 1 \
-  --no-access-log --timeout-keep-alive 30 >"$TMP/web.log" 2>&1 &
+  --loop uvloop --http h11 --no-access-log --timeout-keep-alive 30 >"$TMP/web.log" 2>&1 &
 pids+=($!)
-(cd "$TMP" && env -u DATABASE_URL -u REDIS_URL LITELLM_LOG=ERROR "$LITELLM_VENV/bin/litellm" --config "$TMP/litellm.yaml" --host 127.0.0.1 \
+(cd "$TMP" && exec env -u DATABASE_URL -u REDIS_URL LITELLM_LOG=ERROR "$LITELLM_VENV/bin/litellm" --config "$TMP/litellm.yaml" --host 127.0.0.1 \
   --port "$LITELLM_PORT" --num_workers 1 >"$TMP/litellm.log" 2>&1) &
 pids+=($!)
 # Tries of 0.1 s: the web process loads Auto's encoder at start, LiteLLM its whole proxy.

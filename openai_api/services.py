@@ -269,6 +269,7 @@ def call_begin(*, authorization: str, body: bytes, idempotency_key: str = "") ->
                         amount=worst_case,
                         idempotency_key=f"apicall:{call.pk}",
                         reference=f"apicall:{call.pk}",
+                        attach=(ApiCall._meta.db_table, call.pk),  # the call's hold_id, in the same write
                     ),
                 )
             except KeyLimitExceeded as exc:
@@ -306,7 +307,6 @@ def call_begin(*, authorization: str, body: bytes, idempotency_key: str = "") ->
             except WalletFrozen as exc:
                 return _refuse(call, OpenAIError(403, str(exc), code="wallet_frozen"))
             call.hold = hold
-            call.save(update_fields=["hold"])
     except KeyInactive as exc:
         # Revoked (or expired) since it was verified: nothing of this call stays.
         raise _key_invalid() from exc

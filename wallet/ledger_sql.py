@@ -129,7 +129,7 @@ _ATTACH = """, t AS (
     UPDATE {table} SET hold_id = h.id FROM h WHERE {table}.id = %(attach)s AND h.status = 'pending'
     RETURNING 1
 )"""
-ATTACHABLE = {"chat_message"}
+ATTACHABLE = {"chat_message", "openai_api_apicall"}
 
 
 @dataclass(frozen=True)
