@@ -27,9 +27,10 @@ from chat import providers, streams
 from chat.costs import reply_cost
 from chat.models import Message, ModelSpec
 from chat.tokens import estimate_output_tokens
+from wallet import ledger_sql
+from wallet.batching import wallet_post_along_batched
 from wallet.errors import HoldNotPending
 from wallet.models import Account, Hold
-from wallet.selectors import wallet_summary
 from wallet.services import wallet_charge, wallet_post, wallet_void
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ CANCEL_CHECK_SECONDS = 0.25
 # A reply stops this long before its hold expires, so it can still be settled.
 DEADLINE_MARGIN_SECONDS = 30
 RUNNING = (Message.Status.QUEUED, Message.Status.STREAMING)
+# A reply whose hold has at least this long left settles through the ledger's group
+# commit; closer to the hold's end (where the sweep, which locks the reply before the
+# hold, may be at work) it settles on its own, locking the reply first as the sweep does.
+BATCH_MARGIN_SECONDS = 10
 
 
 @dataclass
@@ -51,6 +56,7 @@ class _Outcome:
     cancelled: bool = False
     truncated: bool = False
     failure: providers.ProviderError | None = None
+    hold_ends: float = float("-inf")  # when the hold expires, on time.monotonic()
 
     @property
     def text(self) -> str:
@@ -189,7 +195,8 @@ def message_run(*, message_id: int) -> None:
             writer=writer,
         )
         return
-    deadline = time.monotonic() + left - DEADLINE_MARGIN_SECONDS
+    hold_ends = time.monotonic() + left
+    deadline = hold_ends - DEADLINE_MARGIN_SECONDS
     # The model call can take minutes and needs no database: give the connection back,
     # so a worker holding a thousand replies does not hold a thousand connections.
     # Settling opens a new one. (Inside a caller's transaction, as in some tests, the
@@ -205,6 +212,7 @@ def message_run(*, message_id: int) -> None:
                 code="internal_error", message="Something went wrong on our side.", transient=False
             )
         )
+    outcome.hold_ends = hold_ends
     # The hold's last DEADLINE_MARGIN_SECONDS are kept for settling.
     _when_the_database_answers(
         lambda: _settle(message, outcome, writer),
@@ -250,7 +258,14 @@ def _settle(message: Message, outcome: _Outcome, writer: streams.ReplyWriter) ->
     text = outcome.text
     if not text:
         if outcome.cancelled:
-            _finish(message, writer, status=Message.Status.CANCELLED, text="", usage=providers.Usage(0, 0))
+            _finish(
+                message,
+                writer,
+                status=Message.Status.CANCELLED,
+                text="",
+                usage=providers.Usage(0, 0),
+                hold_ends=outcome.hold_ends,
+            )
             return
         failure = outcome.failure or providers.ProviderError(
             code="empty_reply", message="The model returned an empty reply.", transient=False
@@ -280,6 +295,7 @@ def _settle(message: Message, outcome: _Outcome, writer: streams.ReplyWriter) ->
         estimated=estimated,
         warning_code=warning_code,
         warning=warning,
+        hold_ends=outcome.hold_ends,
     )
 
 
@@ -293,8 +309,9 @@ def _finish(
     estimated: bool = False,
     warning_code: str = "",
     warning: str = "",
+    hold_ends: float = float("-inf"),
 ) -> None:
-    """Post the hold at the cost of `usage` and end the reply, in one transaction."""
+    """End the reply (streaming -> `status`) and post its hold at the cost of `usage`, at once."""
     spec = message.model
     hold = message.hold
     # At the prices the reply was held at, whatever the catalog says now.
@@ -303,30 +320,38 @@ def _finish(
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
     )
-    # Above the hold, wallet_post charges the excess (available credits, then a shortfall).
     memo = f"{spec.name}: {usage.input_tokens} in / {usage.output_tokens} out" + (" (estimated)" if estimated else "")
-    try:
-        with transaction.atomic():
-            ended = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(
-                status=status,
-                content=text,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                usage_estimated=estimated,
-                cost=cost,
-                error_code=warning_code,
-                error_message=warning[:500],
-                finished_at=timezone.now(),
-            )
-            if not ended:
-                raise HoldNotPending("the sweep ended the reply first")
-            wallet_post(hold=hold, amount=cost, memo=memo)
-    except HoldNotPending:
-        # Settled after the hold's time limit (the hold expired, or the sweep failed the
-        # reply and voided it). The text reached the user: it is still paid for.
-        if not _settle_late(message, status=status, text=text, usage=usage, estimated=estimated, cost=cost, memo=memo):
-            return
-    message.refresh_from_db()
+    ended = {
+        "status": status,
+        "content": text,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "usage_estimated": estimated,
+        "cost": cost,
+        "error_code": warning_code,
+        "error_message": warning[:500],
+        "finished_at": timezone.now(),
+    }
+    batch = time.monotonic() < hold_ends - BATCH_MARGIN_SECONDS
+    wallet = _end_and_post(message, ended, cost=cost, memo=memo, batch=batch)
+    if wallet is None:
+        # Not in one statement (SQLite; above the hold, where wallet_post charges the excess;
+        # a hold expired or resolved; a take-back waiting): the same end, in a transaction.
+        try:
+            with transaction.atomic():
+                if not Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(**ended):
+                    raise HoldNotPending("the sweep ended the reply first")
+                wallet_post(hold=hold, amount=cost, memo=memo)
+        except HoldNotPending:
+            # Settled after the hold's time limit (the hold expired, or the sweep failed the
+            # reply and voided it). The text reached the user: it is still paid for.
+            if not _settle_late(
+                message, status=status, text=text, usage=usage, estimated=estimated, cost=cost, memo=memo
+            ):
+                return
+            ended.update(error_code="late", error_message=LATE_WARNING)
+    for name, value in ended.items():  # as the database has them now
+        setattr(message, name, value)
     log.info(
         "reply settled",
         extra={
@@ -338,7 +363,44 @@ def _finish(
             "estimated": estimated,
         },
     )
-    announce_done(message, writer=writer)
+    announce_done(message, writer=writer, wallet=wallet)
+
+
+# The reply's end, for the ledger's post statement (ledger_sql.Along): the reply is
+# locked first (as the sweep locks it before the hold), and ends only with the post.
+_END_FIRST = "SELECT id FROM chat_message WHERE id = %(m_id)s AND status = 'streaming' FOR UPDATE"
+_END_THEN = """UPDATE chat_message SET status = %(m_status)s, content = %(m_content)s,
+    input_tokens = %(m_input)s, output_tokens = %(m_output)s, usage_estimated = %(m_estimated)s,
+    cost = %(m_cost)s, error_code = %(m_code)s, error_message = %(m_warning)s, finished_at = %(m_finished)s
+    FROM h WHERE chat_message.id = %(m_id)s RETURNING 1"""
+
+
+def _end_and_post(message: Message, ended: dict, *, cost: int, memo: str, batch: bool) -> tuple[int, int] | None:
+    """The reply's compare-and-swap and its post as one statement on PostgreSQL, through
+    the ledger's group commit if `batch`; the wallet's (balance, held) after it, or None
+    if it could not be done that way (nothing changed then)."""
+    hold = message.hold
+    if not ledger_sql.enabled() or hold is None:
+        return None
+    along = ledger_sql.Along(
+        first=_END_FIRST,
+        then=_END_THEN,
+        params={
+            "m_id": message.pk,
+            "m_status": ended["status"],
+            "m_content": ended["content"],
+            "m_input": ended["input_tokens"],
+            "m_output": ended["output_tokens"],
+            "m_estimated": ended["usage_estimated"],
+            "m_cost": ended["cost"],
+            "m_code": ended["error_code"],
+            "m_warning": ended["error_message"],
+            "m_finished": ended["finished_at"],
+        },
+    )
+    if wallet_post_along_batched(hold=hold, amount=cost, along=along, memo=memo, batch=batch) is None:
+        return None
+    return along.balance, along.held
 
 
 LATE_WARNING = "This reply was settled after its time limit; you paid for the part received."
@@ -384,9 +446,17 @@ def _settle_late(
     return True
 
 
-def announce_done(message: Message, *, writer: streams.ReplyWriter | None = None) -> None:
-    summary = wallet_summary(user=message.conversation.user)
-    payload = streams.done_payload(message, balance=summary.balance, available=summary.available)
+def announce_done(
+    message: Message, *, writer: streams.ReplyWriter | None = None, wallet: tuple[int, int] | None = None
+) -> None:
+    """The `done` event; `wallet` is the wallet's (balance, held) as the settlement left it,
+    else it is read."""
+    if wallet is None:
+        wallet = Account.objects.filter(user__conversations=message.conversation_id).values_list(
+            "balance", "held"
+        ).first() or (0, 0)
+    balance, held = wallet
+    payload = streams.done_payload(message, balance=balance, available=balance - held)
     if writer is not None:
         writer.terminal("done", payload)
     else:

@@ -118,3 +118,152 @@ def test_parallel_sends_in_many_conversations_stop_exactly_at_the_cap(alice, cha
     assert sorted(outcomes) == ["refused"] * 5 + ["sent"] * 3
     assert Message.objects.filter(role="assistant").count() == Hold.objects.count() == 3
     assert Account.objects.get(user=alice).held == sum(Hold.objects.values_list("amount", flat=True))
+
+
+def _run_counted(reply_id: int) -> list[str]:
+    with CaptureQueriesContext(connection) as queries:
+        worker.message_run(message_id=reply_id)
+    return _statements(queries)
+
+
+def test_a_settle_is_one_statement_on_postgresql(conversation, queued, monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's count; SQLite's is below")
+    monkeypatch.setattr(worker, "BATCH_MARGIN_SECONDS", 10**9)  # on this thread's connection, to count it
+    reply = services.message_send(user=conversation.user, conversation=conversation, content="hi", model="demo")
+    sql = _run_counted(reply.pk)
+    # 1 claim: UPDATE ... WHERE status = 'queued'
+    # 2 the reply with its model, hold and conversation, and the database's clock
+    # 3 the context's messages
+    # (the model is called with no connection held)
+    # 4 the settlement: lock the reply if still streaming, post the hold (entry, digest
+    #   chain, balance), end the reply with its text, tokens and cost: one statement
+    # and nothing after it: the `done` event takes the wallet's balance from that statement.
+    assert len(sql) == 4, "\n".join(sql)
+    assert sql[0].startswith('UPDATE "chat_message" SET "status" = \'streaming\'')
+    settle = sql[3]
+    assert settle.startswith("WITH g AS (SELECT id FROM chat_message") and "INSERT INTO wallet_entry" in settle
+    assert "UPDATE chat_message SET status" in settle
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.DONE and reply.cost > 0 and reply.content
+    assert reply.hold.status == Hold.Status.POSTED and reply.hold.posted_amount == reply.cost
+    account = Account.objects.get(user=conversation.user)
+    done = read_done(reply)
+    assert (done["balance"], done["available"], done["cost"]) == (account.balance, account.available, reply.cost)
+    assert account.held == 0
+    assert ledger_audit() == []
+
+
+def test_a_settle_goes_through_the_group_commit_on_postgresql(conversation, queued):
+    if connection.vendor != "postgresql":
+        pytest.skip("the group commit is PostgreSQL's")
+    from wallet import batching
+
+    reply = services.message_send(user=conversation.user, conversation=conversation, content="hi", model="demo")
+    before = batching._batcher.batches
+    sql = _run_counted(reply.pk)
+    assert len(sql) == 3, "\n".join(sql)  # claim, load, context: the settlement ran in the batcher's transaction
+    assert batching._batcher.batches == before + 1
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.DONE and reply.hold.status == Hold.Status.POSTED
+    assert read_done(reply)["balance"] == Account.objects.get(user=conversation.user).balance
+    assert ledger_audit() == []
+
+
+def test_a_settle_on_sqlite_is_one_short_transaction(conversation, queued):
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's count; PostgreSQL's is above")
+    reply = services.message_send(user=conversation.user, conversation=conversation, content="hi", model="demo")
+    sql = _run_counted(reply.pk)
+    # claim; load; context; then BEGIN IMMEDIATE, the reply's compare-and-swap, the post
+    # (SAVEPOINT, the hold, the wallet locked, the wallet read, `held`, the entry, the
+    # balance and chain head, the hold posted, the take-backs waiting, RELEASE), COMMIT;
+    # the wallet's balance for the `done` event.
+    assert len(sql) == 17, "\n".join(sql)
+    assert sql[3] == "BEGIN IMMEDIATE" and sql[-2] == "COMMIT"
+    assert "wallet_account" in sql[-1] and "chat_conversation" in sql[-1]
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.DONE and reply.hold.status == Hold.Status.POSTED
+    assert read_done(reply)["balance"] == Account.objects.get(user=conversation.user).balance
+
+
+def read_done(reply: Message) -> dict:
+    from chat import streams
+    from tests.e2e_servers import parse_events, read_until_end
+
+    events = read_until_end(parse_events(streams.sse_events(reply)))
+    assert events[-1].kind == "done"
+    return events[-1].data
+
+
+def _streaming(conversation: Conversation) -> Message:
+    reply = services.message_send(user=conversation.user, conversation=conversation, content="hi", model="demo")
+    Message.objects.filter(pk=reply.pk).update(status=Message.Status.STREAMING)
+    return Message.objects.select_related("model", "hold", "conversation__user").get(pk=reply.pk)
+
+
+def _ended(status: str = Message.Status.DONE) -> dict:
+    from django.utils import timezone
+
+    return {
+        "status": status,
+        "content": "text",
+        "input_tokens": 3,
+        "output_tokens": 4,
+        "usage_estimated": False,
+        "cost": 5,
+        "error_code": "",
+        "error_message": "",
+        "finished_at": timezone.now(),
+    }
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_the_one_statement_posts_nothing_for_a_reply_that_already_ended(conversation, batch):
+    if connection.vendor != "postgresql":
+        pytest.skip("the one statement is PostgreSQL's")
+    message = _streaming(conversation)
+    Message.objects.filter(pk=message.pk).update(status=Message.Status.FAILED, error_code="expired")
+    before = Account.objects.get(user=conversation.user)
+    assert worker._end_and_post(message, _ended(), cost=5, memo="m", batch=batch) is None
+    assert Hold.objects.get(pk=message.hold_id).status == Hold.Status.PENDING  # left to the caller's own path
+    after = Account.objects.get(user=conversation.user)
+    assert (after.balance, after.held) == (before.balance, before.held)
+    assert Message.objects.get(pk=message.pk).status == Message.Status.FAILED
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_the_one_statement_ends_no_reply_whose_hold_it_cannot_post(conversation, batch):
+    if connection.vendor != "postgresql":
+        pytest.skip("the one statement is PostgreSQL's")
+    import datetime as dt
+
+    from django.utils import timezone
+
+    message = _streaming(conversation)
+    Hold.objects.filter(pk=message.hold_id).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    assert worker._end_and_post(message, _ended(), cost=5, memo="m", batch=batch) is None
+    assert Message.objects.get(pk=message.pk).status == Message.Status.STREAMING
+    assert Hold.objects.get(pk=message.hold_id).status == Hold.Status.PENDING
+
+
+def test_a_late_settlement_refused_in_a_batch_is_still_paid_by_the_late_rules(conversation):
+    """The batch's statement finds the hold expired; the worker's own path then pays late."""
+    import datetime as dt
+    import time
+
+    from django.utils import timezone
+
+    from chat import streams
+
+    message = _streaming(conversation)
+    Hold.objects.filter(pk=message.hold_id).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    message.hold.refresh_from_db()
+    outcome = worker._Outcome(parts=["late text"], hold_ends=time.monotonic() + 3600)  # as if time were left
+    worker._settle(message, outcome, streams.ReplyWriter(message))
+    message.refresh_from_db()
+    assert message.status == Message.Status.DONE and message.error_code == "late" and message.cost > 0
+    account = Account.objects.get(user=conversation.user)
+    assert account.held == 0
+    assert read_done(message)["balance"] == account.balance
+    assert ledger_audit() == []

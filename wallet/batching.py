@@ -156,3 +156,34 @@ def wallet_post_batched(*, hold: Hold, amount: int, memo: str = "", reference: s
                 wallet_after_spend(hold.account_id)
             return done.result
     return wallet_post(hold=hold, amount=amount, memo=memo, reference=reference)
+
+
+def wallet_post_along_batched(
+    *,
+    hold: Hold,
+    amount: int,
+    along: ledger_sql.Along,
+    memo: str = "",
+    reference: str | None = None,
+    batch: bool = True,
+) -> Hold | None:
+    """A post and what must change with it (`along`) in one statement, committed with other
+    callers' operations where a batch can be (PostgreSQL, outside a caller's transaction).
+
+    None when it could not be done that way: not on PostgreSQL, above the hold, or the
+    statement found nothing to do (an expired or resolved hold, a take-back waiting,
+    `along.first` empty) or its batch failed. Nothing changed then, and the caller takes
+    its own path, which tells those cases apart. `batch=False`: in its own statement.
+    """
+    if not (ledger_sql.enabled() and 0 <= amount <= hold.amount):
+        return None
+    kwargs = {
+        "held": hold,
+        "amount": amount,
+        "reference": hold.reference if reference is None else reference,
+        "memo": memo[:500],
+        "along": along,
+    }
+    if batch and _batchable():
+        return _batcher.submit(_Op("post", hold.account_id, hold.pk, kwargs))
+    return ledger_sql.post(revenue_id=ledger_sql.system_account_id(SYSTEM_REVENUE), **kwargs)

@@ -181,11 +181,12 @@ def hold(
 
 
 _POST = f"""
-WITH h AS (
+WITH {{before}}h AS (
     UPDATE wallet_hold SET status = 'posted', posted_amount = %(amount)s, excess = 0, resolved_at = now()
     WHERE id = %(hold)s AND account_id = %(account)s AND status = 'pending'
       AND expires_at > now() AND amount >= %(amount)s
       AND NOT EXISTS (SELECT 1 FROM wallet_takeback t WHERE t.account_id = %(account)s AND t.resolved_at IS NULL)
+      {{guard}}
     RETURNING id, amount, resolved_at
 ), a AS (
     UPDATE wallet_account
@@ -195,7 +196,7 @@ WITH h AS (
                           THEN {digests.CHAIN_SQL.format(previous="chain_head", content="%(content)s")}
                           ELSE chain_head END
     FROM h WHERE wallet_account.id = %(account)s
-    RETURNING wallet_account.chain_head
+    RETURNING wallet_account.chain_head, wallet_account.balance, wallet_account.held
 ), e AS (
     INSERT INTO wallet_entry (kind, debit_account_id, credit_account_id, amount, idempotency_key, reference,
                               memo, hold_id, wallet_id, created_at, digest)
@@ -203,13 +204,35 @@ WITH h AS (
            %(memo)s, %(hold)s, %(account)s, %(created)s, a.chain_head
     FROM a WHERE %(amount)s > 0
     RETURNING id
-)
-SELECT h.resolved_at, (SELECT count(*) FROM e) FROM h
+){{after}}
+SELECT h.resolved_at, (SELECT count(*) FROM e), (SELECT balance FROM a), (SELECT held FROM a) FROM h
 """
+_POST_ALONE = _POST.format(before="", guard="", after="")
 
 
-def post(*, held: Hold, amount: int, revenue_id: int, reference: str, memo: str) -> Hold | None:
-    """Post a pending, unexpired hold at `amount` (not above it); None if it is not that."""
+@dataclass
+class Along:
+    """What must change with a post, in its statement, or not at all (a chat reply's end).
+
+    `first` is a CTE body named `g`, run before the hold is touched (lock what the post
+    depends on there): the post happens only if it returns a row. `then` is a CTE body
+    named `t`, run only for a post that happened (it may read `h`). Their parameters are
+    named, and must not clash with the post's. After a post, `balance` and `held` are the
+    wallet's as this post left them.
+    """
+
+    first: str
+    then: str
+    params: dict[str, object]
+    balance: int | None = None
+    held: int | None = None
+
+
+def post(
+    *, held: Hold, amount: int, revenue_id: int, reference: str, memo: str, along: Along | None = None
+) -> Hold | None:
+    """Post a pending, unexpired hold at `amount` (not above it); None if it is not that
+    (or `along.first` found nothing: then nothing changed)."""
     created = timezone.now()
     key = f"hold:{held.pk}:post"
     content = digests.content_digest(
@@ -223,22 +246,31 @@ def post(*, held: Hold, amount: int, revenue_id: int, reference: str, memo: str)
         hold_id=held.pk,
         created_at=created,
     )
-    row = _one(
-        _POST,
-        {
-            "hold": held.pk,
-            "account": held.account_id,
-            "amount": amount,
-            "content": content,
-            "revenue": revenue_id,
-            "key": key,
-            "reference": reference,
-            "memo": memo,
-            "created": created,
-        },
-    )
+    params = {
+        "hold": held.pk,
+        "account": held.account_id,
+        "amount": amount,
+        "content": content,
+        "revenue": revenue_id,
+        "key": key,
+        "reference": reference,
+        "memo": memo,
+        "created": created,
+    }
+    if along is None:
+        sql = _POST_ALONE
+    else:
+        sql = _POST.format(
+            before=f"g AS ({along.first}), ",
+            guard="AND EXISTS (SELECT 1 FROM g)",
+            after=f", t AS ({along.then})",
+        )
+        params.update(along.params)
+    row = _one(sql, params)
     if row is None:
         return None
+    if along is not None:
+        along.balance, along.held = row[2], row[3]
     held.status = Hold.Status.POSTED
     held.posted_amount = amount
     held.excess = 0
