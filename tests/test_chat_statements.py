@@ -138,8 +138,9 @@ def test_a_settle_is_one_statement_on_postgresql(conversation, queued, monkeypat
     # (the model is called with no connection held)
     # 4 the settlement: lock the reply if still streaming, post the hold (entry, digest
     #   chain, balance), end the reply with its text, tokens and cost: one statement
-    # and nothing after it: the `done` event takes the wallet's balance from that statement.
-    assert len(sql) == 4, "\n".join(sql)
+    # 5 the automatic top-up's check (one indexed read, after the spend commits)
+    # and nothing else: the `done` event takes the wallet's balance from the settlement.
+    assert len(sql) == 5, "\n".join(sql)
     assert sql[0].startswith('UPDATE "chat_message" SET "status" = \'streaming\'')
     settle = sql[3]
     assert settle.startswith("WITH g AS (SELECT id FROM chat_message") and "INSERT INTO wallet_entry" in settle
@@ -162,7 +163,9 @@ def test_a_settle_goes_through_the_group_commit_on_postgresql(conversation, queu
     reply = services.message_send(user=conversation.user, conversation=conversation, content="hi", model="demo")
     before = batching._batcher.batches
     sql = _run_counted(reply.pk)
-    assert len(sql) == 3, "\n".join(sql)  # claim, load, context: the settlement ran in the batcher's transaction
+    # claim, load, context: the settlement ran in the batcher's transaction (and the
+    # automatic top-up's check is skipped: the batch saw that this wallet has none)
+    assert len(sql) == 3, "\n".join(sql)
     assert batching._batcher.batches == before + 1
     reply.refresh_from_db()
     assert reply.status == Message.Status.DONE and reply.hold.status == Hold.Status.POSTED
@@ -178,9 +181,9 @@ def test_a_settle_on_sqlite_is_one_short_transaction(conversation, queued):
     # claim; load; context; then BEGIN IMMEDIATE, the reply's compare-and-swap, the post
     # (SAVEPOINT, the hold, the wallet locked, the wallet read, `held`, the entry, the
     # balance and chain head, the hold posted, the take-backs waiting, RELEASE), COMMIT;
-    # the wallet's balance for the `done` event.
-    assert len(sql) == 17, "\n".join(sql)
-    assert sql[3] == "BEGIN IMMEDIATE" and sql[-2] == "COMMIT"
+    # the automatic top-up's check; the wallet's balance for the `done` event.
+    assert len(sql) == 18, "\n".join(sql)
+    assert sql[3] == "BEGIN IMMEDIATE" and sql[-3] == "COMMIT" and "wallet_autotopup" in sql[-2]
     assert "wallet_account" in sql[-1] and "chat_conversation" in sql[-1]
     reply.refresh_from_db()
     assert reply.status == Message.Status.DONE and reply.hold.status == Hold.Status.POSTED

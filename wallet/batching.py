@@ -185,5 +185,11 @@ def wallet_post_along_batched(
         "along": along,
     }
     if batch and _batchable():
-        return _batcher.submit(_Op("post", hold.account_id, hold.pk, kwargs))
-    return ledger_sql.post(revenue_id=ledger_sql.system_account_id(SYSTEM_REVENUE), **kwargs)
+        done = _batcher.submit(_Op(ledger_sql.PostOp(**kwargs)))
+        if done.result is not None and done.autotopup:  # as wallet_post_batched
+            wallet_after_spend(hold.account_id)
+        return done.result
+    posted = ledger_sql.post(revenue_id=ledger_sql.system_account_id(SYSTEM_REVENUE), **kwargs)
+    if posted is not None:
+        wallet_after_spend(hold.account_id)
+    return posted

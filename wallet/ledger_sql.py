@@ -413,6 +413,7 @@ class PostOp:
     amount: int
     reference: str
     memo: str
+    along: Along | None = None  # what must change with the post, or not at all
 
 
 class BatchMismatch(RuntimeError):
@@ -447,6 +448,45 @@ class _Plan:
 
 
 def apply_batch(
+    ops: list[HoldOp | PostOp], *, revenue_id: int, autotopups: set[int] | None = None
+) -> list[Hold | None]:
+    """`_apply_batch`, with the posts' `along`: each one's `first` runs before any ledger row
+    is locked (a post whose `first` finds nothing is left out, its outcome None), and each
+    posted one's `then` after the write, in the batch's transaction; `then` must change
+    its row, or the whole batch rolls back (BatchMismatch). `along.balance`/`held` are the
+    wallet's as the batch left it."""
+    alongs = [i for i, op in enumerate(ops) if isinstance(op, PostOp) and op.along is not None]
+    if not alongs:
+        return _apply_batch(ops, revenue_id=revenue_id, autotopups=autotopups)
+    with cursor() as c:
+        live = []
+        for i in alongs:
+            along = ops[i].along
+            c.execute(f"WITH g AS ({along.first}) SELECT count(*) FROM g", along.params)
+            if c.fetchone()[0]:
+                live.append(i)
+    kept = [i for i in range(len(ops)) if i not in set(alongs) - set(live)]
+    results = _apply_batch([ops[i] for i in kept], revenue_id=revenue_id, autotopups=autotopups)
+    out: list[Hold | None] = [None] * len(ops)
+    for i, result in zip(kept, results, strict=True):
+        out[i] = result
+    with cursor() as c:
+        for i in live:
+            if out[i] is None:
+                continue
+            op = ops[i]
+            c.execute(
+                f"WITH h AS (SELECT 1), t AS ({op.along.then}) SELECT (SELECT count(*) FROM t), balance, held "
+                "FROM wallet_account WHERE id = %(along_account)s",
+                {**op.along.params, "along_account": op.held.account_id},
+            )
+            changed, op.along.balance, op.along.held = c.fetchone()
+            if changed != 1:
+                raise BatchMismatch(f"a post's `then` changed {changed} rows, not 1")
+    return out
+
+
+def _apply_batch(
     ops: list[HoldOp | PostOp], *, revenue_id: int, autotopups: set[int] | None = None
 ) -> list[Hold | None]:
     """Apply holds and posts in the caller's transaction (rows locked here, in the ledger's
