@@ -346,9 +346,12 @@ def test_the_sweep_charges_an_attempt_whose_task_was_lost_with_its_own_key(fake,
     Topup.objects.filter(pk=topup.pk).update(created_at=topup.created_at - dt.timedelta(minutes=5))
     topup.refresh_from_db()
 
+    queued.clear()
     result = autotopups_sweep()
+    assert result["retried"] == 1 and queued == [account.pk]
+    assert not fake.calls("POST", "/v1/payment_intents")  # not from the sweep's own thread
+    autotopup_run(account_id=account.pk)
 
-    assert result["retried"] == 1
     (call,) = fake.calls("POST", "/v1/payment_intents")
     assert call["idempotency_key"] == charge_idempotency_key(topup)
     topup.refresh_from_db()
@@ -372,3 +375,21 @@ def test_the_wallet_page_says_when_there_is_no_way_to_save_a_card(alice_client, 
     page = alice_client.get("/wallet/").content.decode()
     assert "no payment provider configured" in page
     assert 'name="demo_card"' not in page
+
+
+def test_an_attempt_recorded_before_the_card_was_removed_ends_without_a_charge(fake, alice, alice_client, queued):
+    save_card(alice_client, fake)
+    account = funded_wallet(alice, DOLLAR)
+    turn_on(alice_client)
+    topup = autotopup_start(account_id=account.pk)
+    alice_client.post("/wallet/auto-topup/card/remove/")
+
+    assert autotopup_run(account_id=account.pk).endswith("before it was charged")
+
+    topup.refresh_from_db()
+    assert topup.status == Topup.Status.FAILED
+    assert not fake.calls("POST", "/v1/payment_intents")
+    save_card(alice_client, fake)  # a new card and on again: a new attempt, not the old one
+    turn_on(alice_client)
+    autotopup_run(account_id=account.pk)
+    assert [t.status for t in auto_topups()] == [Topup.Status.FAILED, Topup.Status.PAID]

@@ -347,11 +347,12 @@ def autotopup_start(*, account_id: int) -> Topup | None:
     pause_reason = ""
     with transaction.atomic():
         setting = AutoTopup.objects.select_for_update().filter(account_id=account_id).first()
-        if setting is None or not setting.enabled or setting.paused or not setting.has_card:
-            return None
         in_flight = Topup.objects.filter(account_id=account_id, kind=Topup.Kind.AUTO, status__in=IN_FLIGHT).first()
         if in_flight is not None:
+            # Unanswered: charged again with its key (or ended, if the card is gone meanwhile).
             return in_flight if in_flight.status == Topup.Status.CREATED else None
+        if setting is None or not setting.enabled or setting.paused or not setting.has_card:
+            return None
         account = Account.objects.select_related("user").get(pk=account_id)
         if account.frozen or account.available >= setting.threshold:
             return None
@@ -458,11 +459,13 @@ def autotopup_charge(*, topup_id: int) -> str:
     if topup.kind != Topup.Kind.AUTO or topup.credited_at is not None or topup.status != Topup.Status.CREATED:
         return f"top-up {topup.pk} is {topup.status}"
     setting = AutoTopup.objects.filter(account_id=topup.account_id).first()
-    if setting is None or not setting.has_card:
+    if setting is None or not setting.has_card or not setting.enabled:
+        # The user turned it off or removed the card after the attempt was recorded. Had an
+        # earlier try been charged after all, its payment_intent.succeeded still credits it.
         Topup.objects.filter(pk=topup.pk, status=Topup.Status.CREATED).update(
             status=Topup.Status.FAILED, updated_at=timezone.now()
         )
-        return f"top-up {topup.pk}: the card was removed before it was charged"
+        return f"top-up {topup.pk}: turned off or card removed before it was charged"
     if topup.provider == Topup.Provider.DEMO:
         if not demo_checkout_enabled():
             autotopup_failed(topup=topup, reason="The demo card can't be charged on this server.")
@@ -562,8 +565,10 @@ def autotopups_sweep() -> dict[str, int]:
     stale = Topup.objects.filter(
         kind=Topup.Kind.AUTO, status=Topup.Status.CREATED, created_at__lt=timezone.now() - STALE_ATTEMPT
     )
-    for topup_id in stale.values_list("pk", flat=True):
-        autotopup_charge(topup_id=topup_id)
+    # Queued, not charged here: the sweep runs in the worker's heartbeat thread, which a
+    # slow Stripe call must not hold up. The task finds the attempt and charges it again.
+    for account_id in stale.values_list("account_id", flat=True):
+        autotopup_queue(account_id=account_id)
         retried += 1
     queued = 0
     busy = Topup.objects.filter(kind=Topup.Kind.AUTO, status__in=IN_FLIGHT).values("account_id")
