@@ -4,9 +4,12 @@
     DATABASE_URL=postgres://... python bench/ledger.py --seconds 5 --audit-entries 1000000
 
 Measures hold+post pairs per second on 1 hot wallet and across 1,000 wallets, each
-pair through the services (`wallet_hold`, then `wallet_post`, or `wallet_post_batched`
-for the group-commit path), from worker processes with a connection each; then
-creates N chained entries and times the full audit. The last line is one JSON object.
+pair through the services: `wallet_hold` then `wallet_post` from worker processes with
+a connection each, one pair at a time; then `wallet_hold_batched` then
+`wallet_post_batched` from 2 processes of 64 callers (threads, as a worker's pool)
+sharing each process's batcher. Then creates N chained entries (10 M by default: each
+of 2 processes computes its wallets' chains and COPYs them in) and times the full
+audit. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -236,10 +239,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=8, help="worker processes per run")
-    parser.add_argument("--audit-entries", type=int, default=1_000_000, help="0 skips the audit measurement")
+    parser.add_argument("--audit-entries", type=int, default=10_000_000, help="0 skips the audit measurement")
     parser.add_argument("--no-batched", action="store_true", help="skip the group-commit runs")
     parser.add_argument("--batch-workers", type=int, default=2, help="processes in the group-commit runs")
-    parser.add_argument("--batch-threads", type=int, default=32, help="callers (threads) per process there")
+    parser.add_argument("--batch-threads", type=int, default=64, help="callers (threads) per process there")
     parser.add_argument("--label", default="")
     parser.add_argument("--json-out", help="also write the result object to this file")
     args = parser.parse_args()
