@@ -14,7 +14,7 @@ ensure_venv requirements-dev.txt
 
 LITELLM_VERSION=1.105.7  # the newest whose [proxy] extra resolves from PyPI here (1.108+ pins unpublished litellm-proxy-extras)
 LITELLM_VENV="$ROOT/bench/.litellm-venv"
-if [ ! -x "$LITELLM_VENV/bin/litellm" ] || ! "$LITELLM_VENV/bin/pip" show litellm 2>/dev/null | grep -q "^Version: $LITELLM_VERSION$"; then
+if [ ! -x "$LITELLM_VENV/bin/litellm" ] || [ "$("$LITELLM_VENV/bin/pip" show litellm 2>/dev/null | sed -n 's/^Version: //p')" != "$LITELLM_VERSION" ]; then
   log "installing the LiteLLM proxy $LITELLM_VERSION into bench/.litellm-venv"
   python3 -m venv "$LITELLM_VENV"
   "$LITELLM_VENV/bin/pip" install -q --disable-pip-version-check "litellm[proxy]==$LITELLM_VERSION"

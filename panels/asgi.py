@@ -18,17 +18,45 @@ import re
 
 import django
 from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.exception import convert_exception_to_response
+from django.utils.module_loading import import_string
 
 # Paths whose requests share one thread for their synchronous parts.
 SHARED_THREAD_PATHS = re.compile(r"^/api/v1/messages/\d+/stream$")
+# The OpenAI-compatible API, and the middleware it runs instead of the site's
+# (openai_api/middleware.py: all of it on the event loop, none of the browser's).
+API_PATH_PREFIX = "/v1/"
+API_MIDDLEWARE = ["openai_api.middleware.ApiEdgeMiddleware"]
+
+
+class ApiASGIHandler(ASGIHandler):
+    """Django's ASGI handler with API_MIDDLEWARE in place of settings.MIDDLEWARE."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        # BaseHandler.load_middleware, for a list of async-only middleware with no
+        # view, template-response or exception hooks: nothing to adapt.
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        handler = convert_exception_to_response(self._get_response_async)
+        for path in reversed(API_MIDDLEWARE):
+            handler = convert_exception_to_response(import_string(path)(handler))
+        self._middleware_chain = handler
 
 
 class PanelsASGIHandler(ASGIHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.api = ApiASGIHandler()
+
     async def __call__(self, scope, receive, send):  # type: ignore[override]
         if scope["type"] == "http" and SHARED_THREAD_PATHS.match(scope.get("path", "")):
             # Outside a ThreadSensitiveContext, asgiref runs thread-sensitive work on its
             # one shared thread rather than on a new thread for this request.
             await self.handle(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope.get("path", "").startswith(API_PATH_PREFIX):
+            await self.api(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 

@@ -186,3 +186,21 @@ def test_image_parts_are_accepted(client, alice):
     assert reply.choices[0].message.content == expected_text("what is it", 2)
     call = ApiCall.objects.get()
     assert call.status == ApiCall.Status.DONE and call.cost == demo_cost(reply.usage.prompt_tokens, 2)
+
+
+def test_the_api_keeps_request_ids_security_headers_and_the_body_limit(key, live_web):  # noqa: F811
+    # /v1 runs its own middleware on the event loop (panels/asgi.py, openai_api/middleware.py).
+    import httpx2 as httpx
+
+    headers = {"Authorization": f"Bearer {key}", "X-Request-ID": "trace-v1"}
+    listed = httpx.get(f"{live_web.url}/v1/models", headers=headers)
+    assert listed.status_code == 200 and listed.headers["X-Request-ID"] == "trace-v1"
+    assert listed.headers["X-Content-Type-Options"] == "nosniff"
+    assert listed.headers["Referrer-Policy"] == "same-origin"
+    made = httpx.get(f"{live_web.url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+    assert len(made.headers["X-Request-ID"]) == 32  # one made when the client sent none
+
+    too_big = httpx.post(f"{live_web.url}/v1/chat/completions", headers=headers, content=b"x" * (8 * 1024 * 1024 + 1))
+    assert too_big.status_code == 413 and too_big.headers["X-Request-ID"] == "trace-v1"
+    assert too_big.json()["error"]["code"] == "too_large"
+    assert not ApiCall.objects.exists()
