@@ -27,7 +27,7 @@ from urllib.parse import urljoin
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
@@ -311,11 +311,19 @@ def _due() -> object:
     )
 
 
+_ON = "SELECT 1 FROM wallet_autotopup WHERE account_id = %s AND enabled AND paused_at IS NULL"
+
+
 def autotopup_after_spend(*, account_id: int) -> bool:
     """After a spend commits: queue a top-up if this wallet is now below its threshold.
 
-    One indexed read on the settlement path; nothing else happens unless it is due.
+    On the settlement path, so the common case (no automatic top-up on) is one primary-key
+    read in plain SQL, without the ORM's cost; the full check only where one is on.
     """
+    with connection.cursor() as cursor:
+        cursor.execute(_ON, [account_id])
+        if cursor.fetchone() is None:
+            return False
     if not _due().filter(account_id=account_id).exists():
         return False
     autotopup_queue(account_id=account_id)
