@@ -90,14 +90,10 @@ def _wait(message: Message, seconds: float, deadline: float) -> bool:
     return True
 
 
-def _stream(message: Message, spec: ModelSpec, writer: streams.ReplyWriter, deadline: float) -> _Outcome:
+def _stream(
+    message: Message, spec: ModelSpec, writer: streams.ReplyWriter, deadline: float, request: list[dict]
+) -> _Outcome:
     outcome = _Outcome()
-    request = _when_the_database_answers(
-        lambda: _provider_messages(message, spec),
-        message_id=message.pk,
-        doing="starting a reply",
-        seconds=DEADLINE_MARGIN_SECONDS,
-    )
     attempt = 0
     while True:
         if streams.cancel_requested(message):
@@ -175,9 +171,7 @@ def message_run(*, message_id: int) -> None:
     # can't settle in time nor drops one that has time.
     message = _when_the_database_answers(
         lambda: (
-            Message.objects.select_related("model", "hold", "conversation__user")
-            .annotate(db_now=Now())
-            .get(pk=message_id)
+            Message.objects.select_related("model", "hold", "conversation").annotate(db_now=Now()).get(pk=message_id)
         ),
         message_id=message_id,
         doing="starting a reply",
@@ -201,12 +195,26 @@ def message_run(*, message_id: int) -> None:
     # so a worker holding a thousand replies does not hold a thousand connections.
     # Settling opens a new one. (Inside a caller's transaction, as in some tests, the
     # connection must stay.)
+    try:
+        # The context is read before the connection goes back: the call then needs none.
+        request = _when_the_database_answers(
+            lambda: _provider_messages(message, message.model),
+            message_id=message_id,
+            doing="starting a reply",
+            seconds=DEADLINE_MARGIN_SECONDS,
+        )
+    except Exception:
+        log.exception("reply failed unexpectedly", extra={"message_id": message_id})
+        request = None
     if not connection.in_atomic_block:
         connection.close()
     try:
-        outcome = _stream(message, message.model, writer, deadline)
+        if request is None:
+            raise RuntimeError("the reply's context could not be read")
+        outcome = _stream(message, message.model, writer, deadline, request)
     except Exception:
-        log.exception("reply failed unexpectedly", extra={"message_id": message_id})
+        if request is not None:
+            log.exception("reply failed unexpectedly", extra={"message_id": message_id})
         outcome = _Outcome(
             failure=providers.ProviderError(
                 code="internal_error", message="Something went wrong on our side.", transient=False

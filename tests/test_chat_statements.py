@@ -270,3 +270,25 @@ def test_a_late_settlement_refused_in_a_batch_is_still_paid_by_the_late_rules(co
     assert account.held == 0
     assert read_done(message)["balance"] == account.balance
     assert ledger_audit() == []
+
+
+def test_the_context_is_read_before_the_connection_goes_back_for_the_model_call(conversation, queued, monkeypatch):
+    """The first token waits on no reconnection: claim, load and context on one connection,
+    then the model is called with none held."""
+    reply = services.message_send(user=conversation.user, conversation=conversation, content="hi", model="demo")
+    seen = []
+    call = worker.providers.chat_stream
+
+    def chat_stream(**kwargs):
+        seen.append((connection.connection is None, len(connection.queries_log)))
+        return call(**kwargs)
+
+    monkeypatch.setattr(worker.providers, "chat_stream", chat_stream)
+    with CaptureQueriesContext(connection) as queries:
+        before = len(connection.queries_log)
+        worker.message_run(message_id=reply.pk)
+    ((closed, ran),) = seen
+    assert closed, "the model was called with a database connection held"
+    assert ran - before == 3, "\n".join(_statements(queries))  # claim, load, context: all before the call
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.DONE
