@@ -138,9 +138,9 @@ def test_a_settle_is_one_statement_on_postgresql(conversation, queued, monkeypat
     # (the model is called with no connection held)
     # 4 the settlement: lock the reply if still streaming, post the hold (entry, digest
     #   chain, balance), end the reply with its text, tokens and cost: one statement
-    # 5 the automatic top-up's check (one indexed read, after the spend commits)
-    # and nothing else: the `done` event takes the wallet's balance from the settlement.
-    assert len(sql) == 5, "\n".join(sql)
+    # and nothing else: the `done` event takes the wallet's balance from the settlement,
+    # and the automatic top-up's check is skipped (the settlement saw this wallet has none).
+    assert len(sql) == 4, "\n".join(sql)
     assert sql[0].startswith('UPDATE "chat_message" SET "status" = \'streaming\'')
     settle = sql[3]
     assert settle.startswith("WITH g AS (SELECT id FROM chat_message") and "INSERT INTO wallet_entry" in settle

@@ -218,3 +218,19 @@ def test_only_posts_on_wallets_with_an_automatic_top_up_pay_for_its_check(alice,
     outcomes = _threads(2, lambda i: batching.wallet_post_batched(hold=holds[i], amount=50))
     assert [o.status for o in outcomes] == ["posted", "posted"]
     assert checked == [mine.pk]  # the wallet without one costs no look-up after its post
+
+
+def test_prepared_statements_plan_once_and_a_rollback_cannot_undo_that(alice, batcher):
+    account = funded_wallet(alice, 1000)
+    connection.close()
+    with transaction.atomic():  # inside a transaction the session setting waits: a rollback would undo it
+        wallet_hold(account=account, amount=10, idempotency_key="in-a-transaction")
+        assert not getattr(connection.connection, "_ledger_generic_plans", False)
+        transaction.set_rollback(True)
+    hold = wallet_hold(account=account, amount=10, idempotency_key="alone")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "force_generic_plan"
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert cursor.fetchone()[0] >= 1  # the hold's statement, prepared on this connection
+    assert hold.status == Hold.Status.PENDING

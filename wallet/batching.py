@@ -116,6 +116,7 @@ class Batcher:
     def _apply(self, ops: list[_Op]) -> None:
         revenue = ledger_sql.system_account_id(SYSTEM_REVENUE)
         autotopups: set[int] = set()
+        ledger_sql.prepare_connection()
         with transaction.atomic():
             results = ledger_sql.apply_batch([op.op for op in ops], revenue_id=revenue, autotopups=autotopups)
         for op, result in zip(ops, results, strict=True):
@@ -190,6 +191,6 @@ def wallet_post_along_batched(
             wallet_after_spend(hold.account_id)
         return done.result
     posted = ledger_sql.post(revenue_id=ledger_sql.system_account_id(SYSTEM_REVENUE), **kwargs)
-    if posted is not None:
+    if posted is not None and ledger_sql.autotopup_on(posted):
         wallet_after_spend(hold.account_id)
     return posted

@@ -72,6 +72,26 @@ class _PreparedCursor(psycopg.Cursor):
         return super()._send_query_prepared(name, pgq, **kwargs)
 
 
+def prepare_connection() -> None:
+    """Set the connection up for the ledger's prepared statements, once.
+
+    Django turns psycopg's preparing off (prepare_threshold None), which also refuses an
+    explicit prepare=True; a threshold never reached turns it back on for explicit
+    requests only (Django's own cursors bind on the client and never prepare). Plan
+    once: a custom plan per call would cost what preparing saves; only prepared
+    statements are affected. The SET waits for a moment outside a transaction, whose
+    rollback would undo it (the batcher calls this before its transaction)."""
+    if connection.vendor != "postgresql" or not settings.LEDGER_PREPARED_STATEMENTS:
+        return
+    connection.ensure_connection()
+    conn = connection.connection
+    if conn.prepare_threshold is None:
+        conn.prepare_threshold = 2**31 - 1
+    if not getattr(conn, "_ledger_generic_plans", False) and connection.get_autocommit():
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn._ledger_generic_plans = True
+
+
 def cursor():
     """A cursor for the ledger's own statements: prepared on PostgreSQL (unless
     LEDGER_PREPARED_STATEMENTS is off), Django's plain cursor elsewhere."""
@@ -80,16 +100,7 @@ def cursor():
     connection.ensure_connection()
     connection.validate_thread_sharing()
     conn = connection.connection
-    if not getattr(conn, "_ledger_generic_plans", False):
-        # Django turns psycopg's preparing off (prepare_threshold None), which also
-        # refuses an explicit prepare=True; a threshold never reached turns it back on
-        # for explicit requests only (Django's own cursors bind on the client and
-        # never prepare). Plan once: a custom plan per call would cost what preparing
-        # saves; only prepared statements are affected.
-        if conn.prepare_threshold is None:
-            conn.prepare_threshold = 2**31 - 1
-        conn.execute("SET plan_cache_mode = force_generic_plan")
-        conn._ledger_generic_plans = True
+    prepare_connection()
     raw = _PreparedCursor(conn)
     return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
 
@@ -205,7 +216,9 @@ WITH {{before}}h AS (
     FROM a WHERE %(amount)s > 0
     RETURNING id
 ){{after}}
-SELECT h.resolved_at, (SELECT count(*) FROM e), (SELECT balance FROM a), (SELECT held FROM a) FROM h
+SELECT h.resolved_at, (SELECT count(*) FROM e), (SELECT balance FROM a), (SELECT held FROM a),
+       EXISTS (SELECT 1 FROM wallet_autotopup u WHERE u.account_id = %(account)s AND u.enabled)
+FROM h
 """
 _POST_ALONE = _POST.format(before="", guard="", after="")
 
@@ -275,7 +288,15 @@ def post(
     held.posted_amount = amount
     held.excess = 0
     held.resolved_at = row[0]
+    held.autotopup_on = row[4]  # see `autotopup_on`
     return held
+
+
+def autotopup_on(posted: Hold) -> bool:
+    """Whether the wallet a hold was just posted on has an automatic top-up on, as the
+    post's own statement saw it (True when it is not known: the ORM path). Only then is
+    the top-up's check worth its query after the post (about 2 ms of ORM per post)."""
+    return getattr(posted, "autotopup_on", True)
 
 
 _VOID = """

@@ -385,7 +385,8 @@ def wallet_post(*, hold: Hold, amount: int, memo: str = "", reference: str | Non
     if amount < 0:
         raise ValueError("A posted amount cannot be negative.")
     posted = _wallet_post(hold=hold, amount=amount, memo=memo, reference=reference)
-    wallet_after_spend(hold.account_id)
+    if ledger_sql.autotopup_on(posted):
+        wallet_after_spend(hold.account_id)
     return posted
 
 
