@@ -76,6 +76,14 @@ def _loop(hostname: str, stop: threading.Event) -> None:
             finally:
                 close_old_connections()
             try:
+                from wallet.reconcile import topups_reconcile_due
+
+                topups_reconcile_due()  # Stripe top-ups whose webhook was lost: a task asks Stripe
+            except Exception:
+                log.exception("top-up reconcile sweep failed")
+            finally:
+                close_old_connections()
+            try:
                 from wallet.alerts import wallet_emails_sweep
 
                 wallet_emails_sweep()  # low-balance alerts, and receipts whose task was lost

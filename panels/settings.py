@@ -300,6 +300,10 @@ TOPUPS_ENABLED = envbool("TOPUPS_ENABLED", True)
 # Automatic top-ups: at most this many charges of a saved card per wallet in 24 hours
 # (a runaway spender can't drain the card); the next one pauses the feature instead.
 AUTOTOPUP_MAX_PER_DAY = envint("AUTOTOPUP_MAX_PER_DAY", 3)
+# A Stripe top-up still waiting on its webhook this long (an automatic top-up left
+# `processing`, a checkout paid but not credited) is looked up at Stripe by the worker's
+# sweep, and again each time this passes, until it ends (wallet/reconcile.py).
+AUTOTOPUP_RECONCILE_AFTER = envint("AUTOTOPUP_RECONCILE_AFTER", 900)
 # The demo checkout (credits without a payment) and the demo model exist only outside
 # production; not a setting of its own, so no environment variable can turn them on there.
 DEMO_ALLOWED = not PRODUCTION

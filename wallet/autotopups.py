@@ -61,6 +61,10 @@ class AutoTopupUnavailable(TopupsUnavailable):
     """This automatic top-up can't be set up or changed now; the message says why."""
 
 
+class AutoTopupNoCard(AutoTopupUnavailable):
+    """Turning automatic top-ups on needs a saved card first."""
+
+
 def _key_stamp(moment: dt.datetime) -> int:
     return int(moment.timestamp() * 1_000_000)
 
@@ -125,7 +129,7 @@ def autotopup_settings_save(*, user: AbstractBaseUser, enabled: bool, threshold:
         setting = _setting_for(account)
         setting = AutoTopup.objects.select_for_update().get(pk=setting.pk)
         if enabled and not setting.has_card:
-            raise AutoTopupUnavailable("Add a card first: automatic top-ups charge a saved card.")
+            raise AutoTopupNoCard("Add a card first: automatic top-ups charge a saved card.")
         setting.enabled = enabled
         setting.threshold = threshold
         setting.amount_cents = amount_cents
@@ -450,7 +454,7 @@ def autotopup_failed(*, topup: Topup, reason: str) -> bool:
     return bool(failed)
 
 
-def _failure_text(charge: stripe_client.OffSessionCharge) -> str:
+def failure_text(charge: stripe_client.OffSessionCharge) -> str:
     if charge.status == "requires_action" or charge.error_code == "authentication_required":
         return (
             "Your bank asked to confirm the payment, which can't be done while you are away. "
@@ -517,7 +521,7 @@ def autotopup_charge(*, topup_id: int) -> str:
             status=Topup.Status.PENDING, updated_at=timezone.now()
         )
         return f"top-up {topup.pk}: processing; the webhook finishes it"
-    autotopup_failed(topup=topup, reason=_failure_text(charge))
+    autotopup_failed(topup=topup, reason=failure_text(charge))
     return f"top-up {topup.pk}: {charge.status} ({charge.error_code})"
 
 

@@ -323,6 +323,16 @@ def setup_session_retrieve(*, session_id: str) -> dict[str, Any]:
         raise StripeUnavailable(str(exc)) from exc
 
 
+def payment_intent_retrieve(*, payment_intent_id: str) -> OffSessionCharge:
+    """A PaymentIntent as it stands now (https://docs.stripe.com/api/payment_intents/retrieve):
+    how a charge left `processing` came out when its webhook never arrived."""
+    try:
+        intent = _client().v1.payment_intents.retrieve(payment_intent_id)
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(str(exc)) from exc
+    return OffSessionCharge.from_dict(_plain(intent))
+
+
 def payment_method_detach(*, payment_method_id: str) -> None:
     """Forget a saved card on Stripe: a detached PaymentMethod can't be charged again
     (https://docs.stripe.com/api/payment_methods/detach). One already detached is fine."""

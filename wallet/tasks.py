@@ -31,3 +31,11 @@ def autotopup_run(account_id: int) -> str:
     from wallet.autotopups import autotopup_run as run
 
     return run(account_id=account_id)
+
+
+@shared_task(name="wallet.tasks.topup_reconcile", ignore_result=True, acks_late=True)
+def topup_reconcile(topup_id: int) -> str:
+    """Ask Stripe how a top-up whose webhook never came ended, and apply it; idempotent."""
+    from wallet.reconcile import topup_reconcile as reconcile
+
+    return reconcile(topup_id=topup_id)

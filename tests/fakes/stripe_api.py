@@ -20,6 +20,16 @@ its `customer`; a PaymentIntent with `off_session=true` must also have `confirm=
 a failed off-session charge answers 402 with a card error whose body carries the
 PaymentIntent, now `requires_payment_method`; a detached card can't be charged or
 detached again (https://docs.stripe.com/api/payment_methods/detach).
+
+Payments that settle later (bank debits; https://docs.stripe.com/payments/paymentintents/lifecycle)
+stay `processing` until the test settles them (`settle(intent_id, succeeds=...)`): to
+`succeeded` with a Charge, or back to `requires_payment_method` with a `last_payment_error`.
+Retrieving a PaymentIntent (https://docs.stripe.com/api/payment_intents/retrieve) returns it as
+it stands; an unknown id is a 404 `resource_missing`. Cancelling one
+(https://docs.stripe.com/api/payment_intents/cancel) is refused unless it is
+`requires_payment_method`, `requires_capture`, `requires_confirmation` or `requires_action`
+(Stripe allows `processing` only "in rare cases"; the fake never does), and is refused for a
+Checkout Session's PaymentIntent, whose session must be expired instead.
 """
 
 from __future__ import annotations
@@ -160,17 +170,58 @@ class FakeStripe:
                 "livemode": False,
                 "metadata": metadata,
                 "status": "succeeded",
+                "_session": session_id,
             }
             session.update(payment_intent=intent_id, payment_status="paid", status="complete")
             return self._public(session)
 
     def mark_unpaid(self, session_id: str) -> dict[str, Any]:
-        """The buyer finished checkout with a delayed method (a bank debit): complete, not paid yet."""
+        """The buyer finished checkout with a delayed method (a bank debit): complete, not paid
+        yet, its PaymentIntent `processing`."""
         with self.lock:
             session = self.sessions[session_id]
-            session.update(payment_intent=session.get("payment_intent") or new_id("pi"), payment_status="unpaid")
+            intent_id = session.get("payment_intent") or new_id("pi")
+            self.payment_intents.setdefault(
+                intent_id,
+                {
+                    "id": intent_id,
+                    "object": "payment_intent",
+                    "amount": session["amount_total"],
+                    "amount_received": 0,
+                    "currency": session["currency"],
+                    "created": int(time.time()),
+                    "latest_charge": None,
+                    "last_payment_error": None,
+                    "livemode": False,
+                    "metadata": dict(session.get("_payment_metadata") or {}),
+                    "status": "processing",
+                    "_session": session_id,
+                },
+            )
+            session.update(payment_intent=intent_id, payment_status="unpaid")
             session["status"] = "complete"
             return self._public(session)
+
+    def settle(self, intent_id: str, *, succeeds: bool) -> dict[str, Any]:
+        """A `processing` payment ends: `succeeded` with a Charge, or failed, back to
+        `requires_payment_method` (https://docs.stripe.com/payments/paymentintents/lifecycle).
+        No event is sent: the tests post one, or lose it."""
+        with self.lock:
+            intent = self.payment_intents[intent_id]
+            assert intent["status"] == "processing", "only a processing PaymentIntent settles later"
+            if succeeds:
+                charge = self._new_charge(intent)
+                intent.update(status="succeeded", amount_received=intent["amount"], latest_charge=charge["id"])
+            else:
+                intent.update(
+                    status="requires_payment_method",
+                    last_payment_error={
+                        "type": "card_error",
+                        "code": "payment_method_provider_decline",
+                        "message": "The bank declined the debit.",
+                    },
+                )
+            return self._public(intent)
 
     def refund(self, charge_id: str, amount: int) -> dict[str, Any]:
         """Refund `amount` cents more; returns the charge (amount_refunded is cumulative)."""
@@ -197,6 +248,8 @@ class FakeStripe:
         "visa": ("visa", "4242", "succeeds"),
         "declines": ("visa", "0002", "card_declined"),
         "authentication_required": ("visa", "3184", "authentication_required"),
+        # Stands for a method that settles later (a bank debit): the charge answers `processing`.
+        "processing": ("us_bank_account", "6789", "processing"),
     }
 
     def complete_setup(self, session_id: str, card: str = "visa") -> dict[str, Any]:
@@ -240,7 +293,7 @@ class FakeStripe:
 
     def intent(self, intent_id: str) -> dict[str, Any]:
         with self.lock:
-            return copy.deepcopy(self.payment_intents[intent_id])
+            return self._public(self.payment_intents[intent_id])
 
     def charge_for(self, session_id: str) -> dict[str, Any]:
         with self.lock:
@@ -277,7 +330,7 @@ class FakeStripe:
             intent = self.payment_intents.get(m.group(1))
             if intent is None:
                 return _missing("payment_intent", m.group(1))
-            intent = copy.deepcopy(intent)
+            intent = self._public(intent)
             expand = query.get("expand") or []
             if isinstance(expand, str):
                 expand = [expand]
@@ -291,6 +344,9 @@ class FakeStripe:
             return self._customer_create(form)
         if method == "POST" and path == "/v1/payment_intents":
             return self._intent_create(form)
+        m = re.fullmatch(r"/v1/payment_intents/([^/]+)/cancel", path)
+        if method == "POST" and m:
+            return self._intent_cancel(m.group(1), form)
         m = re.fullmatch(r"/v1/setup_intents/([^/]+)", path)
         if method == "GET" and m:
             intent = self.setup_intents.get(m.group(1))
@@ -440,6 +496,9 @@ class FakeStripe:
         if not confirm or method is None:
             return 200, copy.deepcopy(intent)
         behaviour = method["_behaviour"]
+        if behaviour == "processing":
+            intent.update(status="processing")
+            return 200, self._public(intent)
         if behaviour != "succeeds":
             error = {
                 "type": "card_error",
@@ -453,28 +512,61 @@ class FakeStripe:
                 error["decline_code"] = "generic_decline"
             intent.update(status="requires_payment_method", last_payment_error=copy.deepcopy(error))
             return 402, {"error": {**error, "payment_intent": copy.deepcopy(intent)}}
+        charge = self._new_charge(intent)
+        intent.update(status="succeeded", amount_received=amount, latest_charge=charge["id"])
+        return 200, copy.deepcopy(intent)
+
+    def _new_charge(self, intent: dict[str, Any]) -> dict[str, Any]:
         charge_id = new_id("ch")
         self.charges[charge_id] = {
             "id": charge_id,
             "object": "charge",
-            "amount": amount,
-            "amount_captured": amount,
+            "amount": intent["amount"],
+            "amount_captured": intent["amount"],
             "amount_refunded": 0,
             "captured": True,
-            "currency": form["currency"],
+            "currency": intent["currency"],
             "created": int(time.time()),
             "livemode": False,
             "metadata": dict(intent["metadata"]),
             "paid": True,
-            "payment_intent": intent_id,
+            "payment_intent": intent["id"],
             "receipt_url": f"https://pay.stripe.com/receipts/payment/{charge_id}",
             "refunded": False,
             "refunds": {"object": "list", "data": [], "has_more": False, "url": f"/v1/charges/{charge_id}/refunds"},
             "status": "succeeded",
             "disputed": False,
         }
-        intent.update(status="succeeded", amount_received=amount, latest_charge=charge_id)
-        return 200, copy.deepcopy(intent)
+        return self.charges[charge_id]
+
+    CANCELABLE = ("requires_payment_method", "requires_capture", "requires_confirmation", "requires_action")
+
+    def _intent_cancel(self, intent_id: str, form: dict[str, Any]) -> tuple[int, dict]:
+        """https://docs.stripe.com/api/payment_intents/cancel: only in CANCELABLE statuses, and
+        not a Checkout Session's PaymentIntent (expire the session instead)."""
+        intent = self.payment_intents.get(intent_id)
+        if intent is None:
+            return _missing("payment_intent", intent_id)
+        if intent.get("_session"):
+            return 400, _error(
+                "invalid_request_error",
+                "You can't cancel the PaymentIntent for a Checkout Session. Expire the Checkout Session instead.",
+            )
+        if intent["status"] not in self.CANCELABLE:
+            return 400, _error(
+                "invalid_request_error",
+                "You cannot cancel this PaymentIntent because it has a status of "
+                f"{intent['status']}. Only a PaymentIntent with one of the following statuses may be canceled: "
+                + ", ".join(self.CANCELABLE)
+                + ".",
+                code="payment_intent_unexpected_state",
+            )
+        intent.update(
+            status="canceled",
+            canceled_at=int(time.time()),
+            cancellation_reason=form.get("cancellation_reason") or None,
+        )
+        return 200, self._public(intent)
 
     def _session_expire(self, session_id: str) -> tuple[int, dict]:
         """https://docs.stripe.com/api/checkout/sessions/expire: "A Checkout Session can be

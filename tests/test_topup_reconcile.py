@@ -1,0 +1,227 @@
+"""Top-ups whose webhook was lost: the worker's sweep asks Stripe (real stripe SDK over HTTP,
+the local fake) and applies what the event would have, once. wallet/reconcile.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+import stripe
+from django.core import mail
+from django.utils import timezone
+
+from tests.fakes.stripe_api import FakeStripe
+from tests.stripe_helpers import event, open_topup, post_event, stripe_settings
+from tests.test_autotopup_stripe import DOLLAR, save_card, turn_on
+from tests.wallet_helpers import funded_wallet
+from wallet import stripe_client
+from wallet.autotopups import autotopup_run
+from wallet.models import Account, AutoTopup, Entry, Topup
+from wallet.reconcile import topup_reconcile, topups_reconcile_due
+from wallet.tasks import topup_reconcile as topup_reconcile_task
+
+pytestmark = [pytest.mark.money, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeStripe]:
+    server = FakeStripe().start()
+    with stripe_settings(server.url):
+        yield server
+    server.stop()
+
+
+@pytest.fixture
+def queued(monkeypatch) -> list[int]:
+    """Automatic top-ups handed to the queue; tests run them in-process."""
+    ids: list[int] = []
+    monkeypatch.setattr("wallet.autotopups.autotopup_queue", lambda *, account_id: ids.append(account_id))
+    return ids
+
+
+@pytest.fixture
+def reconciles(monkeypatch) -> list[int]:
+    """Reconcile tasks the sweep queued; tests run them in-process."""
+    ids: list[int] = []
+    monkeypatch.setattr("wallet.reconcile._queue", lambda *, topup_id: ids.append(topup_id))
+    return ids
+
+
+def age(topup: Topup, *, seconds: int = 3600) -> None:
+    """Nothing has touched the top-up for a while (its webhook was lost)."""
+    Topup.objects.filter(pk=topup.pk).update(updated_at=timezone.now() - dt.timedelta(seconds=seconds))
+
+
+def processing_auto_topup(client, fake, alice) -> Topup:
+    """An automatic top-up charged to a method that settles later: Stripe answered `processing`."""
+    save_card(client, fake, card="processing")
+    account = funded_wallet(alice, DOLLAR)
+    turn_on(client, below="2", amount="10")
+    assert autotopup_run(account_id=account.pk).endswith("the webhook finishes it")
+    (topup,) = Topup.objects.filter(kind=Topup.Kind.AUTO)
+    assert topup.status == Topup.Status.PENDING and fake.intent(topup.payment_intent_id)["status"] == "processing"
+    return topup
+
+
+def test_a_processing_charge_whose_success_webhook_was_lost_is_credited_once(
+    fake, alice, alice_client, queued, reconciles, settings
+):
+    settings.AUTOTOPUP_RECONCILE_AFTER = 600
+    topup = processing_auto_topup(alice_client, fake, alice)
+    fake.settle(topup.payment_intent_id, succeeds=True)  # ... and payment_intent.succeeded never arrives
+
+    assert topups_reconcile_due() == []  # not stale yet
+    age(topup, seconds=601)
+    assert topups_reconcile_due() == [topup.pk]
+    assert topups_reconcile_due() == []  # claimed: the next sweeps wait another period
+    assert not fake.calls("GET", "/v1/payment_intents/")  # the sweep itself never calls Stripe
+
+    outcome = topup_reconcile_task.apply(args=[topup.pk]).get()  # the Celery task, run here
+
+    assert outcome.startswith("reconciled:") and "credited" in outcome
+    topup.refresh_from_db()
+    assert topup.status == Topup.Status.PAID and topup.credited_at is not None
+    assert topup.receipt_url  # fetched as after any credit
+    assert Account.objects.get(user=alice).balance == 11 * DOLLAR
+    # The webhook turns up after all, the task runs again, the sweep looks again: no second credit.
+    late = post_event(alice_client, event("payment_intent.succeeded", fake.intent(topup.payment_intent_id)))
+    assert "already credited" in late.json()["outcome"]
+    assert "nothing to reconcile" in topup_reconcile(topup_id=topup.pk)
+    age(topup)
+    assert topups_reconcile_due() == []
+    assert Entry.objects.filter(kind=Entry.Kind.TOPUP).count() == 1
+    assert Account.objects.get(user=alice).balance == 11 * DOLLAR
+
+
+def test_a_processing_charge_that_failed_pauses_and_emails_once(fake, alice, alice_client, queued, reconciles):
+    topup = processing_auto_topup(alice_client, fake, alice)
+    fake.settle(topup.payment_intent_id, succeeds=False)
+    age(topup)
+    assert topups_reconcile_due() == [topup.pk]
+
+    outcome = topup_reconcile(topup_id=topup.pk)
+
+    assert outcome == f"reconciled: top-up {topup.pk} requires_payment_method, paused"
+    topup.refresh_from_db()
+    assert topup.status == Topup.Status.FAILED and topup.credited_at is None
+    setting = AutoTopup.objects.get()
+    assert setting.paused and "The bank declined the debit." in setting.paused_reason
+    (email,) = mail.outbox
+    assert "paused" in email.subject and "The bank declined the debit." in email.body
+    # The lost event arrives late; the task runs twice: one email, nothing credited.
+    post_event(alice_client, event("payment_intent.payment_failed", fake.intent(topup.payment_intent_id)))
+    assert "nothing to reconcile" in topup_reconcile(topup_id=topup.pk)
+    assert len(mail.outbox) == 1
+    assert Account.objects.get(user=alice).balance == DOLLAR
+
+
+def test_a_charge_cancelled_at_stripe_ends_failed_with_the_reason(fake, alice, alice_client, queued, reconciles):
+    topup = processing_auto_topup(alice_client, fake, alice)
+    client = stripe_client._client()
+    # Stripe refuses to cancel a processing PaymentIntent (https://docs.stripe.com/api/payment_intents/cancel).
+    with pytest.raises(stripe.InvalidRequestError, match="status of processing"):
+        client.v1.payment_intents.cancel(topup.payment_intent_id)
+    fake.settle(topup.payment_intent_id, succeeds=False)
+    client.v1.payment_intents.cancel(topup.payment_intent_id)  # an operator, in the Dashboard
+
+    topup_reconcile(topup_id=topup.pk)
+
+    topup.refresh_from_db()
+    assert topup.status == Topup.Status.FAILED
+    assert AutoTopup.objects.get().paused_reason.startswith("The payment was cancelled at Stripe")
+    assert len(mail.outbox) == 1
+
+
+def test_a_charge_still_processing_is_left_and_asked_about_again_later(fake, alice, alice_client, queued, reconciles):
+    topup = processing_auto_topup(alice_client, fake, alice)
+    age(topup)
+    assert topups_reconcile_due() == [topup.pk]
+
+    assert topup_reconcile(topup_id=topup.pk) == f"top-up {topup.pk}: still processing"
+
+    topup.refresh_from_db()
+    assert topup.status == Topup.Status.PENDING and not mail.outbox
+    assert len(fake.calls("GET", f"/v1/payment_intents/{topup.payment_intent_id}")) == 1
+    age(topup)
+    assert topups_reconcile_due() == [topup.pk]  # due again after another period
+    fake.settle(topup.payment_intent_id, succeeds=True)
+    assert "credited" in topup_reconcile(topup_id=topup.pk)
+    assert Account.objects.get(user=alice).balance == 11 * DOLLAR
+
+
+def test_stripe_unreachable_leaves_the_top_up_for_the_next_sweep(fake, alice, alice_client, queued, reconciles):
+    topup = processing_auto_topup(alice_client, fake, alice)
+    fake.settle(topup.payment_intent_id, succeeds=True)
+    fake.fail_next = 1 + stripe_client.MAX_NETWORK_RETRIES
+
+    assert topup_reconcile(topup_id=topup.pk).endswith("Stripe unreachable; asked again later")
+
+    topup.refresh_from_db()
+    assert topup.status == Topup.Status.PENDING and not AutoTopup.objects.get().paused
+    assert "credited" in topup_reconcile(topup_id=topup.pk)
+
+
+def test_a_paid_checkout_whose_webhook_was_lost_is_credited_once(fake, alice, alice_client, reconciles):
+    topup = open_topup(alice)
+    session = fake.mark_paid(topup.checkout_session_id)  # the buyer never came back; no event
+    age(topup)
+
+    assert topups_reconcile_due() == [topup.pk]
+    assert "credited" in topup_reconcile(topup_id=topup.pk)
+
+    topup.refresh_from_db()
+    assert topup.status == Topup.Status.PAID and topup.receipt_url
+    late = post_event(alice_client, event("checkout.session.completed", session))
+    assert "already credited" in late.json()["outcome"]
+    assert Entry.objects.filter(kind=Entry.Kind.TOPUP).count() == 1
+    assert Account.objects.get(user=alice).balance == 5 * DOLLAR
+
+
+def test_an_open_checkout_is_left_and_an_expired_one_is_marked(fake, alice, reconciles):
+    topup = open_topup(alice)
+    age(topup)
+    assert topups_reconcile_due() == [topup.pk]
+    assert topup_reconcile(topup_id=topup.pk) == f"top-up {topup.pk}: still open/unpaid"
+    topup.refresh_from_db()
+    assert topup.status == Topup.Status.CREATED
+
+    stripe_client.checkout_session_expire(session_id=topup.checkout_session_id, idempotency_key="expire-1")
+    assert topup_reconcile(topup_id=topup.pk) == f"reconciled: top-up {topup.pk} expired unpaid"
+    topup.refresh_from_db()
+    assert topup.status == Topup.Status.EXPIRED
+    # Checkouts past the time they could be paid are not looked at again and again.
+    other = open_topup(alice)
+    Topup.objects.filter(pk=other.pk).update(created_at=timezone.now() - dt.timedelta(days=2))
+    age(other)
+    assert topups_reconcile_due() == []
+
+
+def test_a_bank_debit_checkout_is_followed_until_it_fails(fake, alice, reconciles):
+    topup = open_topup(alice)
+    session = fake.mark_unpaid(topup.checkout_session_id)  # completed, debit clearing; events lost
+
+    assert topup_reconcile(topup_id=topup.pk) == f"reconciled: top-up {topup.pk} awaiting payment"
+    topup.refresh_from_db()
+    assert topup.status == Topup.Status.PENDING
+    # Stripe refuses to cancel a Checkout Session's PaymentIntent: the session is expired instead.
+    with pytest.raises(stripe.InvalidRequestError, match="Expire the Checkout Session"):
+        stripe_client._client().v1.payment_intents.cancel(session["payment_intent"])
+    fake.settle(session["payment_intent"], succeeds=False)
+
+    assert topup_reconcile(topup_id=topup.pk).startswith(f"reconciled: top-up {topup.pk} payment failed")
+    topup.refresh_from_db()
+    assert topup.status == Topup.Status.FAILED and Entry.objects.filter(kind=Entry.Kind.TOPUP).count() == 0
+
+
+def test_without_stripe_nothing_is_swept(db, alice, reconciles, settings):
+    settings.STRIPE_SECRET_KEY = ""
+    assert topups_reconcile_due() == [] and reconciles == []
+
+
+def test_the_fake_retrieves_what_exists_and_refuses_unknown_ids(fake):
+    with pytest.raises(stripe_client.StripeUnavailable, match="No such payment_intent"):
+        stripe_client.payment_intent_retrieve(payment_intent_id="pi_missing")
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        stripe_client._client().v1.payment_intents.cancel("pi_missing")
+    assert caught.value.code == "resource_missing"
