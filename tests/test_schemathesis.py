@@ -126,6 +126,11 @@ def test_the_schema_covers_the_whole_api(api_schema):
     for expected in [
         ("GET", "/api/v1/wallet"),
         ("POST", "/api/v1/topups"),
+        ("GET", "/api/v1/wallet/auto-topup"),
+        ("PUT", "/api/v1/wallet/auto-topup"),
+        ("PATCH", "/api/v1/wallet/auto-topup"),
+        ("DELETE", "/api/v1/wallet/auto-topup"),
+        ("POST", "/api/v1/wallet/auto-topup/card"),
         ("POST", "/api/v1/conversations/{conversation_id}/messages"),
         ("GET", "/api/v1/messages/{message_id}/stream"),
     ]:
@@ -153,6 +158,16 @@ def test_every_operation_on_real_objects_matches_the_schema(api_schema, bearer, 
     check("GET", "/api/v1/wallet/entries", 404, query={"page": 99})
     check("POST", "/api/v1/topups", 201, body={"amount_usd": "5"})
     check("POST", "/api/v1/topups", 400, body={"amount_usd": "0.5"})
+    auto = "/api/v1/wallet/auto-topup"
+    check("GET", auto, 200)
+    check("PUT", auto, 409, body={"enabled": True, "threshold_usd": "2", "amount_usd": "10"})
+    check("PUT", auto, 400, body={"enabled": False, "threshold_usd": "2", "amount_usd": "0.5"})
+    check("POST", auto + "/card", 400, body={})
+    check("POST", auto + "/card", 200, body={"demo": "card"})
+    check("PUT", auto, 200, body={"enabled": True, "threshold_usd": "2", "amount_usd": "10"})
+    check("PATCH", auto, 200, body={"paused": False})
+    check("PATCH", auto, 400, body={"paused": True})
+    check("DELETE", auto, 204)
     check("POST", "/api/v1/route", 200, body={"content": "Classify this email as spam or not."})
     check("GET", "/api/v1/conversations", 200)
     check("POST", "/api/v1/conversations", 201, body={"title": "New"})

@@ -67,6 +67,8 @@ ACCESS: dict[str, Access] = {
     "api_wallet": Access("api"),
     "api_wallet_entries": Access("api"),
     "api_topups": Access("api"),
+    "api_autotopup": Access("api"),
+    "api_autotopup_card": Access("api"),
     "api_models": Access("api"),
     "api_conversations": Access("api"),
     "api_conversation": Access("api", owns="conversation"),

@@ -35,15 +35,26 @@ def _back() -> HttpResponse:
     return response
 
 
+def autotopup_values(*, threshold_usd: str, amount_usd: str) -> tuple[int, int]:
+    """The threshold and amount as typed (US dollars), read and checked as the wallet page's
+    form and the API both take them: (threshold in credits, amount in cents).
+
+    Raises ValueError (TopupAmountInvalid for the amount) with a message for the person.
+    """
+    threshold = threshold_credits(threshold_usd)
+    if threshold is None:
+        raise ValueError("Enter the balance, in US dollars, below which to top up, for example 2.")
+    return threshold, topup_amount_cents(amount_usd)
+
+
 @login_required
 @require_POST
 def autotopup_settings(request: HttpRequest) -> HttpResponse:
     enabled = request.POST.get("enabled") == "on"
     try:
-        threshold = threshold_credits(request.POST.get("threshold_usd", ""))
-        if threshold is None:
-            raise ValueError("Enter the balance, in US dollars, below which to top up, for example 2.")
-        amount_cents = topup_amount_cents(request.POST.get("amount_usd", ""))
+        threshold, amount_cents = autotopup_values(
+            threshold_usd=request.POST.get("threshold_usd", ""), amount_usd=request.POST.get("amount_usd", "")
+        )
         setting = autotopup_settings_save(
             user=request.user, enabled=enabled, threshold=threshold, amount_cents=amount_cents
         )
