@@ -12,6 +12,10 @@ from django.db import transaction
 log = logging.getLogger(__name__)
 
 
+# A closed account's email becomes deleted-<random>@deleted.invalid (RFC 2606: never routable).
+DELETED_EMAIL_DOMAIN = "deleted.invalid"
+
+
 class AccountBusy(Exception):
     """A reply is still being written: deleting now would leave its hold to the sweep."""
 
@@ -21,7 +25,8 @@ def user_delete(*, user: AbstractBaseUser) -> dict[str, int]:
 
     Erased: every conversation with its messages and their attached images, the reply
     streams still in Redis, the prompts and replies kept for the OpenAI-compatible API,
-    API keys, email addresses and the name. Kept: ledger entries, holds and top-ups,
+    API keys, email addresses and the name, and the buyer's details in stored Stripe events
+    (wallet/stripe_privacy.py keeps their ids and amounts). Kept: ledger entries, holds and top-ups,
     which hold amounts and references (`message:<id>`, `topup:<id>`) but no text, so
     every balance can still be rebuilt; the user row stays, anonymised and unusable,
     because they point at it. The balance is forfeited. Raises AccountBusy while a
@@ -34,6 +39,7 @@ def user_delete(*, user: AbstractBaseUser) -> dict[str, int]:
     from openai_api.models import ApiCall
     from wallet.autotopups import autotopup_forget
     from wallet.models import Account
+    from wallet.stripe_privacy import stripe_events_scrub
 
     with transaction.atomic():
         get_user_model().objects.select_for_update().filter(pk=user.pk).first()
@@ -56,12 +62,14 @@ def user_delete(*, user: AbstractBaseUser) -> dict[str, int]:
         erased["api_calls"] = ApiCall.objects.filter(user=user).update(prompt=None, reply="", response_body=None)
         EmailAddress.objects.filter(user=user).delete()
         account = Account.objects.filter(user=user).first()
+        # Before the saved-card setting goes: it names the Stripe Customer of the events.
+        erased["stripe_events"] = stripe_events_scrub(user=user)
         if account is not None:
             autotopup_forget(account=account)  # the saved card is detached once this commits
         user.api_keys.all().delete()
         anonymous = f"deleted-{uuid.uuid4().hex[:12]}"
         user.username = anonymous
-        user.email = f"{anonymous}@deleted.invalid"
+        user.email = f"{anonymous}@{DELETED_EMAIL_DOMAIN}"
         user.first_name = user.last_name = ""
         user.is_active = False
         user.set_unusable_password()

@@ -23,6 +23,7 @@ from django.utils import timezone
 from wallet import stripe_client
 from wallet.autotopups import autotopup_card_setup_complete, autotopup_failed, autotopup_paid
 from wallet.models import StripeEvent, Topup
+from wallet.stripe_privacy import stripe_event_scrub_if_closed
 from wallet.topups import (
     FulfilResult,
     TopupMismatch,
@@ -304,6 +305,8 @@ def stripe_event_run(row: StripeEvent, event: dict[str, Any], *, on_error: str) 
         StripeEvent.objects.filter(pk=row.pk).update(status=on_error, outcome=f"error: {exc}"[:300], claimed_at=None)
         raise
     _finish(row, outcome)
+    # An event about an account closed meanwhile keeps only what the ledger needs.
+    stripe_event_scrub_if_closed(event_pk=row.pk, payload=event, topup=outcome.topup)
     log.info(
         "stripe event handled",
         extra={"event_id": row.event_id, "type": row.type, "status": outcome.status, "outcome": outcome.message},
