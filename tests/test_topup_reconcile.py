@@ -4,6 +4,8 @@ the local fake) and applies what the event would have, once. wallet/reconcile.py
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +13,7 @@ import stripe
 from django.core import mail
 from django.utils import timezone
 
+from panels import heartbeat
 from tests.fakes.stripe_api import FakeStripe
 from tests.stripe_helpers import event, open_topup, post_event, stripe_settings
 from tests.test_autotopup_stripe import DOLLAR, save_card, turn_on
@@ -225,3 +228,17 @@ def test_the_fake_retrieves_what_exists_and_refuses_unknown_ids(fake):
     with pytest.raises(stripe.InvalidRequestError) as caught:
         stripe_client._client().v1.payment_intents.cancel("pi_missing")
     assert caught.value.code == "resource_missing"
+
+
+def test_the_workers_background_loop_runs_the_reconcile_sweep(monkeypatch, settings):
+    settings.CELERY_BEAT_SCHEDULE_SECONDS = 0
+    swept = threading.Event()
+    monkeypatch.setattr("wallet.reconcile.topups_reconcile_due", lambda: swept.set() or [])
+    stop = threading.Event()
+    loop = threading.Thread(target=heartbeat._loop, args=(f"test-{uuid.uuid4().hex}", stop))
+    loop.start()
+    try:
+        assert swept.wait(10)
+    finally:
+        stop.set()
+        loop.join(timeout=10)
