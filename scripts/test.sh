@@ -37,24 +37,11 @@ if [ -z "${SKIP_LINT:-}" ]; then
   "$VENV/bin/ruff" check .
 fi
 
-# run_pass NAME PYTEST-ARGS...: a pass whose interpreter is killed by a signal (a
-# crash, not a test failure) is reported loudly and run once more.
-run_pass() {
-  local name=$1 status=0; shift
-  "$PY" -X faulthandler -m pytest -q -p no:cacheprovider "$@" || status=$?
-  if [ "$status" -ge 128 ]; then
-    log "WARNING: the $name pass crashed (signal $((status - 128))); running it once more"
-    status=0
-    "$PY" -X faulthandler -m pytest -q -p no:cacheprovider "$@" || status=$?
-  fi
-  return "$status"
-}
-
 log "suite on SQLite"
-run_pass SQLite "$@"
+bash scripts/pytest_pass.sh SQLite "$@"
 
 log "money paths on PostgreSQL"
 status=0
-DATABASE_URL="$PG_DATABASE_URL" run_pass PostgreSQL "$@" -m money || status=$?
+DATABASE_URL="$PG_DATABASE_URL" bash scripts/pytest_pass.sh PostgreSQL "$@" -m money || status=$?
 # 5 = no money test among those selected (e.g. a run limited to one file).
 if [ "$status" != 0 ] && [ "$status" != 5 ]; then exit "$status"; fi
