@@ -36,6 +36,42 @@ def _own_rate_limits(settings):
     settings.RATE_LIMIT_PREFIX = f"test-rate:{uuid.uuid4().hex}"
 
 
+# Django's test client hands back a streaming response whose iterator, once partly read
+# and dropped (an SSE reader that stops at `done`), sits in a reference cycle: the cyclic
+# garbage collector closes it, and closing sends request_finished, whose reset_urlconf sets
+# a ContextVar (asgiref's Local). On Python 3.11 a collection can start inside another
+# ContextVar.set (the next request's set_urlconf) and the nested set frees the context
+# that outer set is still reading (CPython gh-148891, fixed from 3.12): the test process
+# dies of a segmentation fault now and then. So the streams a test opens are kept alive
+# and closed after its body, at a call of our own, never by the collector.
+_open_streams: list = []
+
+
+def close_test_client_streams() -> None:
+    while _open_streams:
+        _open_streams.pop().close()
+
+
+def _tracked_closing_iterator_wrapper(iterable, close):
+    stream = _closing_iterator_wrapper(iterable, close)
+    _open_streams.append(stream)
+    return stream
+
+
+from django.test import client as _test_client  # noqa: E402
+
+_closing_iterator_wrapper = _test_client.closing_iterator_wrapper
+_test_client.closing_iterator_wrapper = _tracked_closing_iterator_wrapper
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    try:
+        return (yield)
+    finally:
+        close_test_client_streams()
+
+
 _DB_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequences"}
 
 
