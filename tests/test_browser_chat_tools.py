@@ -9,6 +9,7 @@ import re
 
 import pytest
 from django.contrib.auth import get_user_model
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from chat.models import Conversation, Message
 from tests.conftest import make_user
@@ -33,9 +34,14 @@ def focused_id(page) -> str:
     return page.evaluate("document.activeElement && document.activeElement.id")
 
 
-def status_text(page) -> str:
-    page.wait_for_timeout(120)  # the status line is set 50 ms after it is cleared
-    return page.locator("#chat-status").inner_text()
+def wait_for_status(page, text: str) -> None:
+    """Wait until the status line says `text`: it is cleared, then set 50 ms later, and a
+    loaded machine's browser can run that timer much later."""
+    try:
+        page.wait_for_function("t => document.getElementById('chat-status').textContent === t", arg=text)
+    except PlaywrightTimeoutError:
+        shown = page.locator("#chat-status").text_content()
+        raise AssertionError(f"the status line says {shown!r}, not {text!r}") from None
 
 
 def test_a_refused_first_message_leaves_no_conversation_behind(browser, live_server) -> None:  # noqa: F811
@@ -52,7 +58,7 @@ def test_a_refused_first_message_leaves_no_conversation_behind(browser, live_ser
     alert = page.get_by_role("alert")
     alert.wait_for()
     assert "too long" in alert.inner_text()
-    assert status_text(page) == "Your message was not sent."
+    wait_for_status(page, "Your message was not sent.")
     page.wait_for_url(live_server.url + "/chat/")
     assert orm(lambda: Conversation.objects.count()) == 0
     assert page.locator("#conversation-list").inner_text().strip() == "No conversations yet."
@@ -60,7 +66,7 @@ def test_a_refused_first_message_leaves_no_conversation_behind(browser, live_ser
     # 402: the empty wallet.
     send_with_enter(page, "Tell me a story")
     alert.get_by_role("link", name="Top up your wallet").wait_for()
-    assert status_text(page) == "Your message was not sent."
+    wait_for_status(page, "Your message was not sent.")
     assert orm(lambda: Conversation.objects.count()) == 0
     assert orm(lambda: Message.objects.count()) == 0
     assert page.url == live_server.url + "/chat/"
@@ -98,7 +104,7 @@ def test_copy_buttons_and_links_that_open_in_a_new_tab(browser, live_server) -> 
 
     reply.get_by_role("button", name="Copy code").click()
     assert page.evaluate("navigator.clipboard.readText()") == "print('copied')\n"
-    assert status_text(page) == "Copied."
+    wait_for_status(page, "Copied.")
     reply.get_by_role("button", name="Copy the reply").click()
     content = orm(lambda: Message.objects.get(role="assistant").content)
     assert "```python" in content  # the Markdown as written, not the rendered text
