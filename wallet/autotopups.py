@@ -278,13 +278,21 @@ def autotopup_card_remove(*, user: AbstractBaseUser) -> None:
 
 
 def autotopup_forget(*, account: Account) -> None:
-    """For account deletion, inside its transaction: drop the setting; detach the card after commit."""
+    """For account deletion, inside its transaction: drop the setting. Once that commits, the
+    Stripe Customer is deleted (its saved cards and the email it holds go with it), or, with no
+    Customer, the card is detached."""
+    from wallet.stripe_privacy import stripe_customer_erase
+
     setting = AutoTopup.objects.select_for_update().filter(account=account).first()
     if setting is None:
         return
+    customer_id = setting.customer_id  # only ever a Stripe one, made when a card set-up started
     method = _forget_card(setting)
     setting.delete()
-    transaction.on_commit(lambda: _detach(method), robust=True)
+    if customer_id:
+        transaction.on_commit(lambda: stripe_customer_erase(customer_id=customer_id), robust=True)
+    else:
+        transaction.on_commit(lambda: _detach(method), robust=True)
 
 
 def autotopup_resume(*, user: AbstractBaseUser) -> AutoTopup | None:

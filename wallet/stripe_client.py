@@ -260,6 +260,26 @@ def customer_create(*, email: str, user_id: int, idempotency_key: str) -> str:
     return str(_plain(customer)["id"])
 
 
+def customer_delete(*, customer_id: str) -> bool:
+    """Delete a Stripe Customer, its saved cards and the email it holds
+    (DELETE /v1/customers/{id}; https://docs.stripe.com/api/customers/delete). Returns True
+    once it is gone: deleted now (`deleted: true`), or before (an id Stripe no longer knows is a
+    404 `resource_missing`, https://docs.stripe.com/error-codes#resource-missing). Anything
+    else raises StripeUnavailable; calling again is safe."""
+    try:
+        answer = _plain(_client().v1.customers.delete(customer_id))
+    except stripe.InvalidRequestError as exc:
+        if exc.code == "resource_missing":
+            log.info("stripe customer already gone", extra={"customer": customer_id})
+            return True
+        raise StripeUnavailable(str(exc)) from exc
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(str(exc)) from exc
+    if not answer.get("deleted"):
+        raise StripeUnavailable(f"Stripe did not delete customer {customer_id}")
+    return True
+
+
 def setup_session_create(
     *, customer_id: str, metadata: dict[str, str], success_url: str, cancel_url: str, idempotency_key: str
 ) -> CheckoutSession:

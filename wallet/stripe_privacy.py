@@ -8,17 +8,26 @@ amounts, currencies, statuses, times, and the top-up metadata Panels itself set.
 field is named in KEEP, at any depth, so a field Stripe adds later is dropped, not kept.
 A scrubbed event can still be replayed (a deferred refund or dispute needs only these).
 Events that arrive later for a closed account are scrubbed once handled.
+
+The Stripe Customer a card was saved on (one per wallet) holds the email at Stripe: once the
+deletion commits it is deleted there (`stripe_customer_erase`), its cards with it; if Stripe
+can't be reached, a Celery task (`wallet.tasks.stripe_customer_delete`) tries again later.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 from django.db.models import Q
 
+from wallet import stripe_client
 from wallet.models import AutoTopup, StripeEvent, Topup
+
+log = logging.getLogger(__name__)
 
 SCRUBBED = "panels_scrubbed"
 # Fields kept at any depth of `data.object` (a charge's refund list, a dispute's charge...).
@@ -147,3 +156,30 @@ def stripe_event_scrub_if_closed(*, event_pk: int, payload: dict[str, Any], topu
     if not _closed(owner):
         return False
     return bool(StripeEvent.objects.filter(pk=event_pk).update(payload=payload_scrub(payload)))
+
+
+def stripe_customer_erase(*, customer_id: str) -> bool:
+    """After an account deletion commits: delete its Stripe Customer, or queue a task that
+    retries. Returns whether it is gone now. Never raises, so the deletion is never held up."""
+    if connection.in_atomic_block:  # a row lock would be held across the call to Stripe
+        raise RuntimeError("delete the Stripe Customer once the deletion has committed")
+    if not customer_id or not stripe_client.stripe_enabled():
+        return False
+    try:
+        return stripe_client.customer_delete(customer_id=customer_id)
+    except stripe_client.StripeUnavailable as exc:
+        log.warning(
+            "could not delete a Stripe customer; retrying later", extra={"customer": customer_id, "error": str(exc)}
+        )
+    _queue_customer_delete(customer_id=customer_id)
+    return False
+
+
+def _queue_customer_delete(*, customer_id: str) -> None:
+    from wallet.tasks import CUSTOMER_DELETE_FIRST_RETRY, stripe_customer_delete
+
+    try:
+        stripe_customer_delete.apply_async(args=[customer_id], countdown=CUSTOMER_DELETE_FIRST_RETRY)
+    except Exception:
+        # The broker is down too: the Customer stays at Stripe until deleted by hand (the id is logged).
+        log.error("could not queue a Stripe customer deletion", extra={"customer": customer_id})

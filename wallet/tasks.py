@@ -5,6 +5,7 @@ import logging
 from celery import shared_task
 
 from wallet.services import holds_expire as _holds_expire
+from wallet.stripe_client import StripeUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -39,3 +40,27 @@ def topup_reconcile(topup_id: int) -> str:
     from wallet.reconcile import topup_reconcile as reconcile
 
     return reconcile(topup_id=topup_id)
+
+
+# A closed account's Stripe Customer, retried while Stripe is unreachable: after 1 minute, then
+# doubling (with jitter) up to 6 hours between tries, 16 tries in all (about 2 days).
+CUSTOMER_DELETE_FIRST_RETRY = 60
+
+
+@shared_task(
+    name="wallet.tasks.stripe_customer_delete",
+    ignore_result=True,
+    acks_late=True,
+    autoretry_for=(StripeUnavailable,),
+    retry_backoff=CUSTOMER_DELETE_FIRST_RETRY,
+    retry_backoff_max=6 * 3600,
+    retry_jitter=True,
+    max_retries=16,
+)
+def stripe_customer_delete(customer_id: str) -> bool:
+    """Delete a closed account's Stripe Customer. Idempotent: one already deleted counts as done."""
+    from wallet.stripe_client import customer_delete, stripe_enabled
+
+    if not stripe_enabled():
+        return False
+    return customer_delete(customer_id=customer_id)

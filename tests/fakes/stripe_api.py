@@ -30,6 +30,14 @@ it stands; an unknown id is a 404 `resource_missing`. Cancelling one
 `requires_payment_method`, `requires_capture`, `requires_confirmation` or `requires_action`
 (Stripe allows `processing` only "in rare cases"; the fake never does), and is refused for a
 Checkout Session's PaymentIntent, whose session must be expired instead.
+
+Deleting a Customer (https://docs.stripe.com/api/customers/delete) answers
+`{"id", "object": "customer", "deleted": true}`; an id that "does not exist" raises an
+error, the 404 `resource_missing` (a Customer deleted before included: Stripe answers a
+second delete "No such customer"). A deleted Customer can still be retrieved, as
+`deleted: true`, and deleting it "removes all credit card details and prevents any further
+operations": its cards are detached, and a PaymentIntent or a setup-mode Checkout Session
+(its SetupIntent) for it is refused as for a Customer Stripe does not know.
 """
 
 from __future__ import annotations
@@ -260,6 +268,8 @@ class FakeStripe:
             session = self.sessions[session_id]
             assert session["mode"] == "setup", "only a setup-mode session saves a card this way"
             assert session["status"] == "open", "only an open Checkout Session can be completed"
+            customer = self.customers.get(session.get("customer") or "")
+            assert not (customer and customer.get("deleted")), "a deleted Customer can't save a card"
             method_id = new_id("pm")
             self.payment_methods[method_id] = {
                 "id": method_id,
@@ -286,6 +296,10 @@ class FakeStripe:
             }
             session.update(setup_intent=intent_id, status="complete", payment_status="no_payment_required")
             return self._public(session)
+
+    def customer(self, customer_id: str) -> dict[str, Any]:
+        with self.lock:
+            return self._public(self.customers[customer_id])
 
     def payment_method(self, method_id: str) -> dict[str, Any]:
         with self.lock:
@@ -342,6 +356,11 @@ class FakeStripe:
             return 200, intent
         if method == "POST" and path == "/v1/customers":
             return self._customer_create(form)
+        m = re.fullmatch(r"/v1/customers/([^/]+)", path)
+        if method == "GET" and m:
+            return self._customer_retrieve(m.group(1))
+        if method == "DELETE" and m:
+            return self._customer_delete(m.group(1))
         if method == "POST" and path == "/v1/payment_intents":
             return self._intent_create(form)
         m = re.fullmatch(r"/v1/payment_intents/([^/]+)/cancel", path)
@@ -378,8 +397,8 @@ class FakeStripe:
         for required in ("mode", "success_url", "currency" if setup else "line_items"):
             if not form.get(required):
                 return 400, _error("invalid_request_error", f"Missing required param: {required}.", param=required)
-        if setup and form.get("customer") and form["customer"] not in self.customers:
-            return _missing("customer", form["customer"])
+        if form.get("customer") and not self._live_customer(form["customer"]):
+            return _missing("customer", form["customer"], param="customer")
         if setup and form.get("payment_intent_data"):
             return 400, _error(
                 "invalid_request_error",
@@ -433,6 +452,30 @@ class FakeStripe:
         }
         return 200, copy.deepcopy(self.customers[customer_id])
 
+    def _live_customer(self, customer_id: str) -> bool:
+        found = self.customers.get(customer_id)
+        return found is not None and not found.get("deleted")
+
+    def _customer_retrieve(self, customer_id: str) -> tuple[int, dict]:
+        """A deleted Customer "can still be retrieved", as `deleted: true`."""
+        found = self.customers.get(customer_id)
+        if found is None:
+            return _missing("customer", customer_id)
+        if found.get("deleted"):
+            return 200, {"id": customer_id, "object": "customer", "deleted": True}
+        return 200, self._public(found)
+
+    def _customer_delete(self, customer_id: str) -> tuple[int, dict]:
+        """https://docs.stripe.com/api/customers/delete: permanent; its cards go with it."""
+        if not self._live_customer(customer_id):
+            return _missing("customer", customer_id)
+        self.customers[customer_id] = {"id": customer_id, "object": "customer", "deleted": True}
+        for found in self.payment_methods.values():
+            if found.get("customer") == customer_id:
+                found["customer"] = None
+                found["_detached"] = True
+        return 200, {"id": customer_id, "object": "customer", "deleted": True}
+
     def _method_detach(self, method_id: str) -> tuple[int, dict]:
         found = self.payment_methods.get(method_id)
         if found is None:
@@ -463,6 +506,8 @@ class FakeStripe:
         if amount < 50:
             # "The minimum amount is $0.50 US" (https://docs.stripe.com/api/payment_intents/object#payment_intent_object-amount)
             return 400, _error("invalid_request_error", "Amount must be at least $0.50 usd", param="amount")
+        if form.get("customer") and not self._live_customer(form["customer"]):
+            return _missing("customer", form["customer"], param="customer")
         method = self.payment_methods.get(form.get("payment_method") or "")
         if form.get("payment_method") and method is None:
             return _missing("payment_method", form["payment_method"])
@@ -612,8 +657,8 @@ def _error(kind: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"type": kind, "message": message, **extra}}
 
 
-def _missing(what: str, ident: str) -> tuple[int, dict]:
-    return 404, _error("invalid_request_error", f"No such {what}: '{ident}'", code="resource_missing", param="id")
+def _missing(what: str, ident: str, *, param: str = "id") -> tuple[int, dict]:
+    return 404, _error("invalid_request_error", f"No such {what}: '{ident}'", code="resource_missing", param=param)
 
 
 class _Handler(BaseHTTPRequestHandler):
