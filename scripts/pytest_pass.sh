@@ -34,6 +34,7 @@ if [ "$status" -ge 128 ]; then
   log "FAILED: the $name pass crashed again (signal $((status - 128))) in $(running_test)"
 elif [ -s "$TEST_FAILED_FILE" ]; then
   log "FAILED: the $name pass had failures (those before the crash count too):"
+  cat "$TEST_FAILED_FILE.details" >&2
   sort -u "$TEST_FAILED_FILE" >&2
   [ "$status" != 0 ] || status=1
 elif [ "$status" != 0 ]; then

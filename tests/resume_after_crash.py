@@ -10,7 +10,8 @@ the environment; without them the plugin does nothing.
   running when the interpreter died, the ones after it, and any that failed).
 - TEST_FAILED_FILE: each test that failed or errored, appended the same way, so a
   failure before the crash still fails the run although the crash kept pytest from
-  printing its summary.
+  printing its summary; what pytest would have printed for it goes to the same name
+  with `.details` added.
 - TEST_RUNNING_FILE: the nodeid of the test being run, rewritten as each starts, so the
   script can name the test the interpreter died in.
 """
@@ -70,6 +71,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _outcomes.pop(report.nodeid, None)
         return
     _outcomes.setdefault(report.nodeid, []).append(report.outcome)
+    failed_file = _file("TEST_FAILED_FILE")
+    if report.failed and failed_file is not None:
+        with open(f"{failed_file}.details", "a", encoding="utf-8") as f:
+            f.write(f"_____ {report.nodeid} ({report.when}) _____\n{report.longreprtext}\n\n")
     if report.when != "teardown":
         return
     outcomes = _outcomes.pop(report.nodeid)

@@ -101,6 +101,8 @@ def test_a_failure_before_the_crash_fails_the_pass_though_its_retry_passes(tmp_p
     assert ran == ["a", "b", "a", "b", "c"]  # a failed, so it runs again (printing why) but still counts
     assert "had failures (those before the crash count too)" in output
     assert "test_throwaway.py::test_a" in output.split("had failures")[1]
+    # Why it failed, which the crash kept pytest from printing, is shown too.
+    assert output.split("had failures")[1].count("AssertionError: a fails on the first try") == 1
 
 
 def test_a_crash_after_the_last_test_passes_with_nothing_left_to_run(tmp_path):
