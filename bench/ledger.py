@@ -63,11 +63,13 @@ def _spend(account_ids: list[int], seconds: float, seed: int, start_at: float, b
         from wallet.batching import wallet_hold_batched, wallet_post_batched
 
         local = random.Random(thread_seed)
+        # Unique keys without uuid4's cost on every pair (the callers share the cores measured).
+        prefix = f"bench:{uuid.uuid4()}:"
         done = 0
         try:
             while time.time() < deadline:
                 account = accounts[local.randrange(len(accounts))]
-                hold = wallet_hold_batched(account=account, amount=100, idempotency_key=f"bench:{uuid.uuid4()}")
+                hold = wallet_hold_batched(account=account, amount=100, idempotency_key=f"{prefix}{done}")
                 wallet_post_batched(hold=hold, amount=60)
                 done += 1
         finally:
@@ -79,9 +81,10 @@ def _spend(account_ids: list[int], seconds: float, seed: int, start_at: float, b
         with ThreadPoolExecutor(batched) as pool:
             return sum(pool.map(pairs, [rng.randrange(10**9) for _ in range(batched)]))
     done = 0
+    prefix = f"bench:{uuid.uuid4()}:"
     while time.time() < deadline:
         account = accounts[rng.randrange(len(accounts))]
-        hold = wallet_hold(account=account, amount=100, idempotency_key=f"bench:{uuid.uuid4()}")
+        hold = wallet_hold(account=account, amount=100, idempotency_key=f"{prefix}{done}")
         wallet_post(hold=hold, amount=60)
         done += 1
     return done

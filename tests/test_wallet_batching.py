@@ -72,6 +72,31 @@ def test_thirty_threads_spend_a_hot_wallet_in_a_few_commits(alice, batcher):
     assert ledger_audit() == []
 
 
+def _fields(hold: Hold) -> dict[str, object]:
+    return {f.attname: getattr(hold, f.attname) for f in Hold._meta.concrete_fields}
+
+
+def test_the_holds_a_batch_hands_back_are_the_rows_it_wrote(alice, batcher):
+    account = funded_wallet(alice, 1000)
+    placed = batching.wallet_hold_batched(account=account, amount=100, idempotency_key="h", reference="message:1")
+    assert batcher.batches == 1
+    assert _fields(placed) == _fields(Hold.objects.get(pk=placed.pk))  # built without a read, every field
+    assert (placed._state.adding, placed._state.db) == (False, "default")
+    posted = batching.wallet_post_batched(hold=placed, amount=40, memo="reply")
+    assert batcher.batches == 2 and posted is placed
+    assert _fields(posted) == _fields(Hold.objects.get(pk=placed.pk))
+    entry = Entry.objects.get(hold=placed)
+    assert (entry.amount, entry.memo, entry.reference, entry.idempotency_key) == (
+        40,
+        "reply",
+        "message:1",
+        f"hold:{placed.pk}:post",
+    )
+    posted.refresh_from_db()  # an ordinary model instance
+    assert posted.status == "posted"
+    assert ledger_audit() == []
+
+
 def test_a_refusal_in_a_batch_leaves_the_others_posted(alice, bob, batcher):
     mine = funded_wallet(alice, 1000)
     theirs = funded_wallet(bob, 1000)

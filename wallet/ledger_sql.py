@@ -22,12 +22,14 @@ PgBouncer, which does not keep a connection's prepared statements.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass, field
 
 import psycopg
 from django.conf import settings
 from django.db import connection
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 from wallet import digests
@@ -419,22 +421,70 @@ FROM (SELECT 1) one LEFT JOIN nh ON true
 """
 
 
-@dataclass
+@dataclass(slots=True)
 class HoldOp:
     account_id: int
     amount: int
     idempotency_key: str
     reference: str
     ttl_seconds: int
+    row: str = ""  # its JSON row for the write, less status and reason: `prepared`
+
+    def prepared(self) -> HoldOp:
+        """Build the row the batch writes, before the batch (in the caller's thread,
+        outside the batch's locks); the batch adds only what it decides."""
+        self.row = json.dumps(
+            {
+                "account": self.account_id,
+                "amount": self.amount,
+                "key": self.idempotency_key,
+                "reference": self.reference,
+                "ttl": self.ttl_seconds,
+            }
+        )[:-1]
+        return self
 
 
-@dataclass
+@dataclass(slots=True)
 class PostOp:
     held: Hold
     amount: int
     reference: str
     memo: str
     along: Along | None = None  # what must change with the post, or not at all
+    # (revenue account id, the entry's content digest, its JSON row less the chained digest): `prepared`
+    entry: tuple[int, str, str] | None = None
+
+    def prepared(self, revenue_id: int) -> PostOp:
+        """Compute the entry's content digest and row before the batch (in the caller's
+        thread, outside the batch's locks); the batch only chains the digest."""
+        if self.amount:
+            created = timezone.now()
+            key = f"hold:{self.held.pk}:post"
+            content = digests.content_digest(
+                kind=Entry.Kind.USAGE,
+                debit_account_id=self.held.account_id,
+                credit_account_id=revenue_id,
+                amount=self.amount,
+                idempotency_key=key,
+                reference=self.reference,
+                memo=self.memo,
+                hold_id=self.held.pk,
+                created_at=created,
+            )
+            row = json.dumps(
+                {
+                    "account": self.held.account_id,
+                    "amount": self.amount,
+                    "key": key,
+                    "reference": self.reference,
+                    "memo": self.memo,
+                    "hold": self.held.pk,
+                    "created": created.isoformat(),
+                }
+            )[:-1]
+            self.entry = (revenue_id, content, row)
+        return self
 
 
 class BatchMismatch(RuntimeError):
@@ -442,7 +492,7 @@ class BatchMismatch(RuntimeError):
     between the look-up and the insert): it is rolled back and its callers run alone."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Wallet:
     balance: int
     held: int
@@ -455,30 +505,43 @@ class _Wallet:
     moved: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _Plan:
-    """What a batch decided: the rows to write (sent as JSON: one parameter per table,
-    parsed by PostgreSQL in C, where psycopg adapts Python lists element by element),
-    and which operation gets which outcome."""
+    """What a batch decided: the rows to write (JSON objects, one parameter per table,
+    parsed by PostgreSQL in C, where psycopg adapts Python lists element by element;
+    each row's text mostly built by its caller before the batch), and which operation
+    gets which outcome."""
 
-    holds: list[dict] = field(default_factory=list)
-    posts: list[dict] = field(default_factory=list)
-    entries: list[dict] = field(default_factory=list)
+    holds: list[str] = field(default_factory=list)
+    posts: list[str] = field(default_factory=list)
+    entries: list[str] = field(default_factory=list)
     placed: dict[str, int] = field(default_factory=dict)  # key of a pending hold -> its operation's index
     posted: list[int] = field(default_factory=list)  # indexes of posted operations
 
 
+class Placed(tuple):
+    """A hold the batch placed, as its raw outcome: (id, expires_at, created_at);
+    `outcome` makes the Hold."""
+
+    __slots__ = ()
+
+
 def apply_batch(
-    ops: list[HoldOp | PostOp], *, revenue_id: int, autotopups: set[int] | None = None
-) -> list[Hold | None]:
+    ops: list[HoldOp | PostOp], *, revenue_id: int, autotopups: set[int] | None = None, raw: bool = False
+) -> list:
     """`_apply_batch`, with the posts' `along`: each one's `first` runs before any ledger row
     is locked (a post whose `first` finds nothing is left out, its outcome None), and each
     posted one's `then` after the write, in the batch's transaction; `then` must change
     its row, or the whole batch rolls back (BatchMismatch). `along.balance`/`held` are the
-    wallet's as the batch left it."""
+    wallet's as the batch left it.
+
+    One outcome per operation: the placed or posted Hold, or None. `raw=True`: a placed
+    hold's outcome is left `Placed`, for `outcome` to make the Hold later (its caller's
+    thread, after the commit), and posted holds are not yet marked posted."""
     alongs = [i for i, op in enumerate(ops) if isinstance(op, PostOp) and op.along is not None]
     if not alongs:
-        return _apply_batch(ops, revenue_id=revenue_id, autotopups=autotopups)
+        out = _apply_batch(ops, revenue_id=revenue_id, autotopups=autotopups)
+        return out if raw else [outcome(op, result) for op, result in zip(ops, out, strict=True)]
     with cursor() as c:
         live = []
         for i in alongs:
@@ -488,7 +551,7 @@ def apply_batch(
                 live.append(i)
     kept = [i for i in range(len(ops)) if i not in set(alongs) - set(live)]
     results = _apply_batch([ops[i] for i in kept], revenue_id=revenue_id, autotopups=autotopups)
-    out: list[Hold | None] = [None] * len(ops)
+    out: list = [None] * len(ops)
     for i, result in zip(kept, results, strict=True):
         out[i] = result
     with cursor() as c:
@@ -504,24 +567,55 @@ def apply_batch(
             changed, op.along.balance, op.along.held = c.fetchone()
             if changed != 1:
                 raise BatchMismatch(f"a post's `then` changed {changed} rows, not 1")
-    return out
+    return out if raw else [outcome(op, result) for op, result in zip(ops, out, strict=True)]
 
 
-def _apply_batch(
-    ops: list[HoldOp | PostOp], *, revenue_id: int, autotopups: set[int] | None = None
-) -> list[Hold | None]:
+def outcome(op: HoldOp | PostOp, result: object) -> Hold | None:
+    """The Hold an operation's raw outcome (`apply_batch(raw=True)`) stands for."""
+    if result is None:
+        return None
+    if isinstance(op, PostOp):
+        held = op.held
+        held.status, held.posted_amount, held.excess, held.resolved_at = Hold.Status.POSTED, op.amount, 0, result
+        return held
+    pk, expires_at, created_at = result
+    # As Django loads a model it unpickles (no field-by-field __init__): a dozen
+    # fields' setattr cost more than the rest of a hold's share of its batch.
+    placed = Hold.__new__(Hold)
+    placed.__dict__.update(
+        id=pk,
+        account_id=op.account_id,
+        amount=op.amount,
+        status=Hold.Status.PENDING,
+        posted_amount=None,
+        excess=0,
+        idempotency_key=op.idempotency_key,
+        reference=op.reference,
+        reason="",
+        expires_at=expires_at,
+        created_at=created_at,
+        resolved_at=None,
+    )
+    state = placed._state = ModelState()
+    state.adding = False
+    state.db = connection.alias
+    return placed
+
+
+def _apply_batch(ops: list[HoldOp | PostOp], *, revenue_id: int, autotopups: set[int] | None = None) -> list:
     """Apply holds and posts in the caller's transaction (rows locked here, in the ledger's
-    order); one outcome per operation: the placed or posted Hold, or None for one this
-    path does not settle (a refusal, a repeat, a frozen wallet, a take-back waiting, an
-    expired or resolved hold), which the caller answers with the unbatched service.
-    `autotopups` receives the wallets posted to that have an automatic top-up on."""
+    order); one raw outcome per operation: `Placed` for a placed hold, the database's
+    `now()` for a posted one, or None for one this path does not settle (a refusal, a
+    repeat, a frozen wallet, a take-back waiting, an expired or resolved hold), which the
+    caller answers with the unbatched service. `autotopups` receives the wallets posted
+    to that have an automatic top-up on."""
     with cursor() as c:
         holds, wallets, taken, now = _lock_and_read(c, ops)
         plan = _decide(ops, holds, wallets, taken, revenue_id)
         moved = {pk: w for pk, w in wallets.items() if w.moved}
         if autotopups is not None:
             autotopups.update(pk for pk, w in moved.items() if w.autotopup)
-        out: list[Hold | None] = [None] * len(ops)
+        out: list = [None] * len(ops)
         if not plan.holds and not plan.posts:
             return out
         wallet_rows = [
@@ -530,9 +624,9 @@ def _apply_batch(
         c.execute(
             _WRITE_BATCH,
             {
-                "holds": json.dumps(plan.holds),
-                "posts": json.dumps(plan.posts),
-                "entries": json.dumps(plan.entries),
+                "holds": f"[{','.join(plan.holds)}]",
+                "posts": f"[{','.join(plan.posts)}]",
+                "entries": f"[{','.join(plan.entries)}]",
                 "wallets": json.dumps(wallet_rows),
                 "revenue": revenue_id,
             },
@@ -544,28 +638,10 @@ def _apply_batch(
     if wrote != decided:
         raise BatchMismatch(f"batch wrote {wrote} (holds, posts, entries, wallets), decided {decided}")
     for key, i in plan.placed.items():
-        op = ops[i]
         pk, expires_at = inserted[key]
-        values = {
-            "id": pk,
-            "account_id": op.account_id,
-            "amount": op.amount,
-            "status": Hold.Status.PENDING,
-            "posted_amount": None,
-            "excess": 0,
-            "idempotency_key": key,
-            "reference": op.reference,
-            "reason": "",
-            "expires_at": expires_at,
-            "created_at": now,
-            "resolved_at": None,
-        }
-        # As Django builds a model from a query's row: positional, its fast path.
-        out[i] = Hold.from_db(connection.alias, _HOLD_FIELDS, [values[name] for name in _HOLD_FIELDS])
+        out[i] = Placed((pk, expires_at, now))
     for i in plan.posted:
-        held = ops[i].held
-        held.status, held.posted_amount, held.excess, held.resolved_at = Hold.Status.POSTED, ops[i].amount, 0, now
-        out[i] = held
+        out[i] = now
     return out
 
 
@@ -590,37 +666,32 @@ def _lock_and_read(c, ops: list[HoldOp | PostOp]) -> tuple[dict[int, list], dict
     return holds, wallets, taken, now
 
 
+_PENDING_TAIL = ',"status":"pending","reason":""}'
+
+
 def _decide(
     ops: list[HoldOp | PostOp], holds: dict[int, list], wallets: dict[int, _Wallet], taken: set[str], revenue_id: int
 ) -> _Plan:
-    """Each operation in arrival order, by the rules of the one-statement paths."""
+    """Each operation in arrival order, by the rules of the one-statement paths. This runs
+    with the batch's rows locked, so its rows come mostly built (`prepared`)."""
     plan = _Plan()
+    sha256 = hashlib.sha256
     for i, op in enumerate(ops):
         if isinstance(op, HoldOp):
             wallet = wallets.get(op.account_id)
             if wallet is None or wallet.frozen or op.idempotency_key in taken:
                 continue
             taken.add(op.idempotency_key)
+            row = op.row or op.prepared().row
             available = wallet.balance - wallet.held
             if available >= op.amount:
-                status, reason = Hold.Status.PENDING, ""
                 wallet.held += op.amount
                 wallet.d_held += op.amount
                 wallet.moved = True
                 plan.placed[op.idempotency_key] = i
+                plan.holds.append(row + _PENDING_TAIL)
             else:  # recorded as refused under its key, as the one-statement hold does
-                status, reason = Hold.Status.REJECTED, f"only {available} credits available"
-            plan.holds.append(
-                {
-                    "account": op.account_id,
-                    "amount": op.amount,
-                    "status": status,
-                    "key": op.idempotency_key,
-                    "reference": op.reference,
-                    "reason": reason,
-                    "ttl": op.ttl_seconds,
-                }
-            )
+                plan.holds.append(f'{row},"status":"rejected","reason":"only {available} credits available"}}')
             continue
         held = holds.get(op.held.pk)  # [account_id, amount, status, live]
         wallet = wallets.get(op.held.account_id)
@@ -638,38 +709,14 @@ def _decide(
         wallet.held -= held[1]
         wallet.d_held -= held[1]
         wallet.moved = True
-        plan.posts.append({"hold": op.held.pk, "amount": op.amount})
+        plan.posts.append(f'{{"hold":{op.held.pk},"amount":{op.amount}}}')
         plan.posted.append(i)
         if op.amount:
-            created = timezone.now()
-            key = f"hold:{op.held.pk}:post"
-            content = digests.content_digest(
-                kind=Entry.Kind.USAGE,
-                debit_account_id=op.held.account_id,
-                credit_account_id=revenue_id,
-                amount=op.amount,
-                idempotency_key=key,
-                reference=op.reference,
-                memo=op.memo,
-                hold_id=op.held.pk,
-                created_at=created,
-            )
-            wallet.head = digests.chain(wallet.head, content)
+            entry = op.entry
+            if entry is None or entry[0] != revenue_id:
+                entry = op.prepared(revenue_id).entry
+            wallet.head = sha256((wallet.head + entry[1]).encode()).hexdigest()  # digests.chain
             wallet.balance -= op.amount
             wallet.d_balance -= op.amount
-            plan.entries.append(
-                {
-                    "account": op.held.account_id,
-                    "amount": op.amount,
-                    "key": key,
-                    "reference": op.reference,
-                    "memo": op.memo,
-                    "hold": op.held.pk,
-                    "created": created.isoformat(),
-                    "digest": wallet.head,
-                }
-            )
+            plan.entries.append(f'{entry[2]},"digest":"{wallet.head}"}}')
     return plan
-
-
-_HOLD_FIELDS = [f.attname for f in Hold._meta.concrete_fields]
