@@ -302,8 +302,11 @@ TOPUPS_ENABLED = envbool("TOPUPS_ENABLED", True)
 AUTOTOPUP_MAX_PER_DAY = envint("AUTOTOPUP_MAX_PER_DAY", 3)
 # A Stripe top-up still waiting on its webhook this long (an automatic top-up left
 # `processing`, a checkout paid but not credited) is looked up at Stripe by the worker's
-# sweep, and again each time this passes, until it ends (wallet/reconcile.py).
+# sweep, and again later until it ends (wallet/reconcile.py) ...
 AUTOTOPUP_RECONCILE_AFTER = envint("AUTOTOPUP_RECONCILE_AFTER", 900)
+# ... looked up again at growing intervals: once as long has passed since the last look as the
+# top-up had waited until then (the interval doubles with its age), at most this many seconds.
+AUTOTOPUP_RECONCILE_MAX_INTERVAL = envint("AUTOTOPUP_RECONCILE_MAX_INTERVAL", 6 * 3600)
 # The demo checkout (credits without a payment) and the demo model exist only outside
 # production; not a setting of its own, so no environment variable can turn them on there.
 DEMO_ALLOWED = not PRODUCTION

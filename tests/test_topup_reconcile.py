@@ -4,6 +4,7 @@ the local fake) and applies what the event would have, once. wallet/reconcile.py
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import threading
 import uuid
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 import stripe
 from django.core import mail
+from django.db import connection
 from django.utils import timezone
 
 from panels import heartbeat
@@ -242,3 +244,88 @@ def test_the_workers_background_loop_runs_the_reconcile_sweep(monkeypatch, setti
     finally:
         stop.set()
         loop.join(timeout=10)
+
+
+def sweep_day(topup: Topup, *, hours: int, step_minutes: int = 5) -> list[int]:
+    """Sweeps every few minutes over simulated time (timestamps moved, no sleeping): at each
+    moment two workers sweep, and each top-up claimed is reconciled. Returns the minutes of the looks."""
+    start = timezone.now() - dt.timedelta(days=2)
+    Topup.objects.filter(pk=topup.pk).update(created_at=start, updated_at=start)
+    looks: list[int] = []
+    for minute in range(0, hours * 60 + 1, step_minutes):
+        now = start + dt.timedelta(minutes=minute, seconds=1)
+        claimed = topups_reconcile_due(now=now)
+        assert topups_reconcile_due(now=now) == []  # the other worker's sweep: already claimed
+        for pk in claimed:
+            assert pk == topup.pk
+            topup_reconcile(topup_id=pk)
+            looks.append(minute)
+    return looks
+
+
+def assert_backs_off(looks: list[int], *, period_minutes: int, cap_minutes: int, step_minutes: int) -> None:
+    """Each look comes as long after the last one as the top-up had waited by then (so the
+    interval doubles with its age), at least one period, at most the cap (give or take a step)."""
+    for last, look in itertools.pairwise([0, *looks]):
+        interval = min(max(last, period_minutes), cap_minutes)
+        assert interval <= look - last <= interval + step_minutes, (looks, last, look)
+    gaps = [b - a for a, b in itertools.pairwise([0, *looks])]
+    assert gaps == sorted(gaps) and max(gaps) >= cap_minutes
+
+
+@pytest.mark.parametrize("cap_hours", [6, 2])
+def test_an_abandoned_checkout_is_looked_up_at_growing_intervals(fake, alice, reconciles, settings, cap_hours):
+    settings.AUTOTOPUP_RECONCILE_AFTER = 900
+    settings.AUTOTOPUP_RECONCILE_MAX_INTERVAL = cap_hours * 3600
+    topup = open_topup(alice)  # nobody pays, nobody comes back, no event
+
+    looks = sweep_day(topup, hours=26)
+
+    retrieves = fake.calls("GET", f"/v1/checkout/sessions/{topup.checkout_session_id}")
+    assert len(retrieves) == len(looks)
+    # Once a period it was ~100 lookups while a checkout can be paid (25 hours); now a handful.
+    assert 6 <= len(looks) <= (10 if cap_hours == 6 else 16)
+    assert_backs_off(looks, period_minutes=15, cap_minutes=cap_hours * 60, step_minutes=5)
+    assert looks[-1] >= 20 * 60  # still watched late in its life, then no more (it can't be paid)
+    topup.refresh_from_db()
+    assert topup.status == Topup.Status.CREATED
+
+
+def test_a_processing_charge_is_looked_up_at_growing_intervals_until_it_ends(
+    fake, alice, alice_client, queued, reconciles, settings
+):
+    settings.AUTOTOPUP_RECONCILE_AFTER = 900
+    topup = processing_auto_topup(alice_client, fake, alice)
+
+    looks = sweep_day(topup, hours=30)
+
+    assert len(fake.calls("GET", f"/v1/payment_intents/{topup.payment_intent_id}")) == len(looks)
+    assert 6 <= len(looks) <= 11
+    assert_backs_off(looks, period_minutes=15, cap_minutes=6 * 60, step_minutes=5)
+    fake.settle(topup.payment_intent_id, succeeds=True)  # ... cleared at last; the event is lost
+    later = timezone.now() + dt.timedelta(hours=7)
+    assert topups_reconcile_due(now=later) == [topup.pk]
+    assert "credited" in topup_reconcile(topup_id=topup.pk)
+    assert topups_reconcile_due(now=later + dt.timedelta(days=1)) == []
+
+
+def test_workers_sweeping_at_once_queue_one_task(fake, alice, reconciles):
+    topup = open_topup(alice)
+    age(topup)
+    barrier = threading.Barrier(4)
+    claimed: list[int] = []
+
+    def sweep() -> None:
+        try:
+            barrier.wait()
+            claimed.extend(topups_reconcile_due())
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=sweep) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    assert claimed == [topup.pk] and reconciles == [topup.pk]

@@ -10,7 +10,11 @@ Two kinds are left waiting on a webhook:
 
 The worker's sweep (panels/heartbeat.py) picks those untouched for
 AUTOTOPUP_RECONCILE_AFTER seconds, claims each (compare-and-swap on `updated_at`, so
-one worker's sweep queues it, once a period) and queues `wallet.tasks.topup_reconcile`;
+one worker's sweep queues it, once a period) and queues `wallet.tasks.topup_reconcile`.
+It looks again at growing intervals: once as long has passed since the last look as the
+top-up had waited until then, so the interval doubles with its age (15, 30 minutes, 1, 2,
+4 hours...) up to AUTOTOPUP_RECONCILE_MAX_INTERVAL: a checkout looked at for 25 hours is
+asked about 8 times, not 100;
 the sweep itself never calls Stripe. The task retrieves the PaymentIntent or the Checkout
 Session with no transaction open and hands the answer to the same services the webhook
 uses: a payment is credited once by `topup_fulfil` (its ledger key), a failure is marked
@@ -25,7 +29,7 @@ import datetime as dt
 import logging
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
 from django.utils import timezone
 
 from wallet import stripe_client
@@ -42,11 +46,10 @@ CHECKOUT_LOOK_FOR = CHECKOUT_LIFETIME + dt.timedelta(hours=1)
 FAILED_INTENT = ("requires_payment_method", "requires_action", "canceled")
 
 
-def _waiting() -> Q:
+def _waiting(now: dt.datetime) -> Q:
     """Top-ups only a lost webhook would end: Stripe's, not credited, in flight."""
     checkout = Q(kind=Topup.Kind.CHECKOUT) & (
-        Q(status=Topup.Status.PENDING)
-        | Q(status=Topup.Status.CREATED, created_at__gte=timezone.now() - CHECKOUT_LOOK_FOR)
+        Q(status=Topup.Status.PENDING) | Q(status=Topup.Status.CREATED, created_at__gte=now - CHECKOUT_LOOK_FOR)
     )
     auto = Q(kind=Topup.Kind.AUTO, status=Topup.Status.PENDING) & ~Q(payment_intent_id="")
     return (
@@ -56,18 +59,29 @@ def _waiting() -> Q:
     )
 
 
-def topups_reconcile_due() -> list[int]:
+def _looked_at_long_enough_ago(now: dt.datetime) -> Q:
+    """Due a look: untouched (or last looked at, `updated_at`) at least one period ago, and at
+    least as long ago as the top-up had waited by then, or longer ago than the cap."""
+    period = dt.timedelta(seconds=settings.AUTOTOPUP_RECONCILE_AFTER)
+    cap = max(period, dt.timedelta(seconds=settings.AUTOTOPUP_RECONCILE_MAX_INTERVAL))
+    return Q(updated_at__lt=now - period) & (Q(updated_at__lt=now - cap) | Q(waited_then__lte=F("since_look")))
+
+
+def topups_reconcile_due(*, now: dt.datetime | None = None) -> list[int]:
     """The sweep's part: claim the top-ups due a look at Stripe and queue a task for each.
 
     Each is claimed by moving its `updated_at` on (compare-and-swap), so however many
-    workers sweep, one task per top-up is queued per AUTOTOPUP_RECONCILE_AFTER.
+    workers sweep, one task per top-up is queued per interval (wallet/reconcile.py above).
     """
     if not stripe_client.stripe_enabled():
         return []
-    now = timezone.now()
-    before = now - dt.timedelta(seconds=settings.AUTOTOPUP_RECONCILE_AFTER)
+    now = now or timezone.now()
+    due = Topup.objects.alias(
+        waited_then=ExpressionWrapper(F("updated_at") - F("created_at"), output_field=DurationField()),
+        since_look=ExpressionWrapper(Value(now, output_field=DateTimeField()) - F("updated_at"), DurationField()),
+    ).filter(_waiting(now), _looked_at_long_enough_ago(now))
     claimed: list[int] = []
-    for pk, updated_at in Topup.objects.filter(_waiting(), updated_at__lt=before).values_list("pk", "updated_at")[:500]:
+    for pk, updated_at in due.order_by("updated_at").values_list("pk", "updated_at")[:500]:
         if Topup.objects.filter(pk=pk, updated_at=updated_at).update(updated_at=now):
             claimed.append(pk)
             _queue(topup_id=pk)
