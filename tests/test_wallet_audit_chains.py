@@ -30,7 +30,7 @@ def postgres():
 def _spend(account, n: int, tag: str) -> None:
     for i in range(n):
         hold = wallet_hold(account=account, amount=10, idempotency_key=f"{tag}{i}")
-        wallet_post(hold=hold, amount=3 + i % 5, memo=f"reply {i}\twith a tab\\ and a backslash")
+        wallet_post(hold=hold, amount=3 + i % 5, memo=f"reply {i}\twith a tab\\ and a backslash, été\nand a line")
 
 
 def test_parallel_ranges_stitch_each_wallets_chain_and_find_a_tampered_entry(alice, bob, postgres, monkeypatch):
@@ -69,9 +69,16 @@ def test_the_incremental_check_reads_only_past_each_wallets_checkpoint(alice, bo
     assert any("digest chain broken" in p for p in ledger_audit())
 
 
-def test_timestamps_as_postgresql_prints_them_give_the_ledgers_microseconds():
-    for text in ("2026-01-01 00:00:00+00", "2026-01-01 00:00:00.5+00", "2026-11-29 23:59:59.000042+00"):
-        assert digests.micros_from_text(text) == digests.micros(dt.datetime.fromisoformat(text))
+def test_the_checks_microseconds_are_the_ledgers(postgres):
+    moments = ["2026-01-01 00:00:00+00", "2026-01-01 00:00:00.5+00", "2026-11-29 23:59:59.000042+01:00"]
+    moments += ["1969-12-31 23:59:59.999999+00", "2262-04-11 23:47:16.854775+00"]
+    expression = audit_chains.MICROS_SQL.format(e="").replace("created_at", "%s::timestamptz")
+    with connection.cursor() as cursor:
+        cursor.execute("SET TimeZone = 'America/St_Johns'")  # whatever the session's zone
+        for text in moments:
+            cursor.execute(f"SELECT ({expression})::text", [text])
+            assert cursor.fetchone()[0] == str(digests.micros(dt.datetime.fromisoformat(text)))
+        cursor.execute("RESET TimeZone")
 
 
 def test_the_benchmarks_bulk_entries_chain_like_the_ledgers():

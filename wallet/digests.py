@@ -10,7 +10,6 @@ as well (`CONTENT_SQL`), so the audit can verify the chain inside the database.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -19,25 +18,6 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 def micros(moment: dt.datetime) -> int:
     """Microseconds since the epoch, exactly (no float)."""
     return (moment - _EPOCH) // dt.timedelta(microseconds=1)
-
-
-def micros_from_text(text: str) -> int:
-    """`micros` of a timestamp as PostgreSQL prints it in UTC ('2026-01-01 00:00:00.5+00');
-    the audit reads millions, so the hour is parsed once and the rest by hand."""
-    if len(text) >= 22 and text.endswith("+00") and text[13] == ":" and text[16] == ":":
-        rest = text[14:-3]  # MM:SS[.ffffff]
-        frac = rest[6:]
-        return (
-            _hour_micros(text[:13])
-            + (int(rest[:2]) * 60 + int(rest[3:5])) * 1_000_000
-            + (int(frac.ljust(6, "0")) if frac else 0)
-        )
-    return micros(dt.datetime.fromisoformat(text))
-
-
-@functools.lru_cache(maxsize=4096)
-def _hour_micros(hour: str) -> int:
-    return micros(dt.datetime.fromisoformat(hour + ":00:00+00:00"))
 
 
 def content_digest(
