@@ -392,7 +392,7 @@ WITH nh AS (
     FROM json_to_recordset(%(holds)s::json)
          AS x(account bigint, amount bigint, status text, key text, reference text, reason text, ttl bigint)
     ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id, idempotency_key, expires_at
+    RETURNING id, idempotency_key
 ), ph AS (
     UPDATE wallet_hold SET status = 'posted', posted_amount = x.amount, excess = 0, resolved_at = now()
     FROM json_to_recordset(%(posts)s::json) AS x(hold bigint, amount bigint)
@@ -415,7 +415,7 @@ WITH nh AS (
       AND wallet_account.id = ANY(ARRAY(SELECT (w->>'account')::bigint FROM json_array_elements(%(wallets)s::json) w))
     RETURNING 1
 )
-SELECT nh.id, nh.idempotency_key, nh.expires_at, (SELECT count(*) FROM ph), (SELECT count(*) FROM ne),
+SELECT nh.id, nh.idempotency_key, (SELECT count(*) FROM ph), (SELECT count(*) FROM ne),
        (SELECT count(*) FROM ua)
 FROM (SELECT 1) one LEFT JOIN nh ON true
 """
@@ -520,8 +520,8 @@ class _Plan:
 
 
 class Placed(tuple):
-    """A hold the batch placed, as its raw outcome: (id, expires_at, created_at);
-    `outcome` makes the Hold."""
+    """A hold the batch placed, as its raw outcome: (id, created_at), created_at being the
+    batch's now(), from which its expiry follows; `outcome` makes the Hold."""
 
     __slots__ = ()
 
@@ -578,7 +578,7 @@ def outcome(op: HoldOp | PostOp, result: object) -> Hold | None:
         held = op.held
         held.status, held.posted_amount, held.excess, held.resolved_at = Hold.Status.POSTED, op.amount, 0, result
         return held
-    pk, expires_at, created_at = result
+    pk, created_at = result
     # As Django loads a model it unpickles (no field-by-field __init__): a dozen
     # fields' setattr cost more than the rest of a hold's share of its batch.
     placed = Hold.__new__(Hold)
@@ -592,7 +592,7 @@ def outcome(op: HoldOp | PostOp, result: object) -> Hold | None:
         idempotency_key=op.idempotency_key,
         reference=op.reference,
         reason="",
-        expires_at=expires_at,
+        expires_at=created_at + dt.timedelta(seconds=op.ttl_seconds),  # now() + ttl, as inserted
         created_at=created_at,
         resolved_at=None,
     )
@@ -632,14 +632,13 @@ def _apply_batch(ops: list[HoldOp | PostOp], *, revenue_id: int, autotopups: set
             },
         )
         rows = c.fetchall()
-    inserted = {key: (pk, expires_at) for pk, key, expires_at, *_ in rows if pk is not None}
-    wrote = (len(inserted), *rows[0][3:])
+    inserted = {key: pk for pk, key, *_ in rows if pk is not None}
+    wrote = (len(inserted), *rows[0][2:])
     decided = (len(plan.holds), len(plan.posted), len(plan.entries), len(moved))
     if wrote != decided:
         raise BatchMismatch(f"batch wrote {wrote} (holds, posts, entries, wallets), decided {decided}")
     for key, i in plan.placed.items():
-        pk, expires_at = inserted[key]
-        out[i] = Placed((pk, expires_at, now))
+        out[i] = Placed((inserted[key], now))
     for i in plan.posted:
         out[i] = now
     return out
