@@ -23,7 +23,7 @@ from tests.wallet_helpers import funded_wallet
 from wallet import stripe_client
 from wallet.autotopups import autotopup_run
 from wallet.models import Account, AutoTopup, Entry, Topup
-from wallet.reconcile import topup_reconcile, topups_reconcile_due
+from wallet.reconcile import topup_reconcile, topups_due, topups_reconcile_due
 from wallet.tasks import topup_reconcile as topup_reconcile_task
 
 pytestmark = [pytest.mark.money, pytest.mark.django_db(transaction=True)]
@@ -329,3 +329,19 @@ def test_workers_sweeping_at_once_queue_one_task(fake, alice, reconciles):
         worker.join()
 
     assert claimed == [topup.pk] and reconciles == [topup.pk]
+
+
+def test_on_postgresql_the_sweeps_query_is_served_by_its_partial_index():
+    """Every arm of the sweep's filter implies the index's condition, or PostgreSQL scans every
+    top-up ever made, each minute on each worker (wallet/migrations/0013_topup_reconcile_index.py)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's planner")
+    sql, params = topups_due(now=timezone.now()).values_list("pk", "updated_at")[:500].query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")  # an empty table: say what a large one would do
+        try:
+            cursor.execute("EXPLAIN " + sql, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("RESET enable_seqscan")
+    assert "topup_reconcile_waiting_idx" in plan and "Seq Scan" not in plan, plan

@@ -29,7 +29,7 @@ import datetime as dt
 import logging
 
 from django.conf import settings
-from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, QuerySet, Value
 from django.utils import timezone
 
 from wallet import stripe_client
@@ -67,6 +67,19 @@ def _looked_at_long_enough_ago(now: dt.datetime) -> Q:
     return Q(updated_at__lt=now - period) & (Q(updated_at__lt=now - cap) | Q(waited_then__lte=F("since_look")))
 
 
+def topups_due(*, now: dt.datetime) -> QuerySet[Topup]:
+    """The top-ups due a look at Stripe, longest untouched first (served by the partial index
+    `topup_reconcile_waiting_idx`, whose condition every arm of `_waiting` implies)."""
+    return (
+        Topup.objects.alias(
+            waited_then=ExpressionWrapper(F("updated_at") - F("created_at"), output_field=DurationField()),
+            since_look=ExpressionWrapper(Value(now, output_field=DateTimeField()) - F("updated_at"), DurationField()),
+        )
+        .filter(_waiting(now), _looked_at_long_enough_ago(now))
+        .order_by("updated_at")
+    )
+
+
 def topups_reconcile_due(*, now: dt.datetime | None = None) -> list[int]:
     """The sweep's part: claim the top-ups due a look at Stripe and queue a task for each.
 
@@ -76,12 +89,8 @@ def topups_reconcile_due(*, now: dt.datetime | None = None) -> list[int]:
     if not stripe_client.stripe_enabled():
         return []
     now = now or timezone.now()
-    due = Topup.objects.alias(
-        waited_then=ExpressionWrapper(F("updated_at") - F("created_at"), output_field=DurationField()),
-        since_look=ExpressionWrapper(Value(now, output_field=DateTimeField()) - F("updated_at"), DurationField()),
-    ).filter(_waiting(now), _looked_at_long_enough_ago(now))
     claimed: list[int] = []
-    for pk, updated_at in due.order_by("updated_at").values_list("pk", "updated_at")[:500]:
+    for pk, updated_at in topups_due(now=now).values_list("pk", "updated_at")[:500]:
         if Topup.objects.filter(pk=pk, updated_at=updated_at).update(updated_at=now):
             claimed.append(pk)
             _queue(topup_id=pk)
