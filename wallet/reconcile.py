@@ -10,12 +10,11 @@ Two kinds are left waiting on a webhook:
 
 The worker's sweep (panels/heartbeat.py) picks those untouched for
 AUTOTOPUP_RECONCILE_AFTER seconds, claims each (compare-and-swap on `updated_at`, so
-one worker's sweep queues it, once a period) and queues `wallet.tasks.topup_reconcile`.
+one worker's sweep queues it, once per interval) and queues `wallet.tasks.topup_reconcile`.
 It looks again at growing intervals: once as long has passed since the last look as the
 top-up had waited until then, so the interval doubles with its age (15, 30 minutes, 1, 2,
 4 hours...) up to AUTOTOPUP_RECONCILE_MAX_INTERVAL: a checkout looked at for 25 hours is
-asked about 8 times, not 100;
-the sweep itself never calls Stripe. The task retrieves the PaymentIntent or the Checkout
+asked about 8 times, not 100. The sweep itself never calls Stripe. The task retrieves the PaymentIntent or the Checkout
 Session with no transaction open and hands the answer to the same services the webhook
 uses: a payment is credited once by `topup_fulfil` (its ledger key), a failure is marked
 once (a compare-and-swap), so a webhook arriving late, or twice, changes nothing.
