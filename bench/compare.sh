@@ -14,10 +14,13 @@ ensure_venv requirements-dev.txt
 
 LITELLM_VERSION=1.105.7  # the newest whose [proxy] extra resolves from PyPI here (1.108+ pins unpublished litellm-proxy-extras)
 LITELLM_VENV="$ROOT/bench/.litellm-venv"
-if [ ! -x "$LITELLM_VENV/bin/litellm" ] || [ "$("$LITELLM_VENV/bin/pip" show litellm 2>/dev/null | sed -n 's/^Version: //p')" != "$LITELLM_VERSION" ]; then
+# Through the venv's python, not its scripts: a virtualenv that was moved (or reached by a
+# symlink) keeps scripts whose #! line names its old place.
+litellm_version() { "$LITELLM_VENV/bin/python" -c "import importlib.metadata as m; print(m.version('litellm'))" 2>/dev/null || true; }
+if [ "$(litellm_version)" != "$LITELLM_VERSION" ]; then
   log "installing the LiteLLM proxy $LITELLM_VERSION into bench/.litellm-venv"
   python3 -m venv "$LITELLM_VENV"
-  "$LITELLM_VENV/bin/pip" install -q --disable-pip-version-check "litellm[proxy]==$LITELLM_VERSION"
+  "$LITELLM_VENV/bin/python" -m pip install -q --disable-pip-version-check "litellm[proxy]==$LITELLM_VERSION"
 fi
 
 TMP=$(mktemp -d /tmp/panels-compare.XXXXXX); chmod 755 "$TMP"
@@ -73,7 +76,7 @@ pids+=($!)
 "$VENV/bin/uvicorn" panels.asgi:application --host 127.0.0.1 --port "$WEB_PORT" --log-level warning --workers 1 \
   --loop uvloop --http h11 --no-access-log --timeout-keep-alive 30 >"$TMP/web.log" 2>&1 &
 pids+=($!)
-(cd "$TMP" && exec env -u DATABASE_URL -u REDIS_URL LITELLM_LOG=ERROR "$LITELLM_VENV/bin/litellm" --config "$TMP/litellm.yaml" --host 127.0.0.1 \
+(cd "$TMP" && exec env -u DATABASE_URL -u REDIS_URL LITELLM_LOG=ERROR "$LITELLM_VENV/bin/python" -c "import sys; from litellm import run_server; sys.argv[0] = 'litellm'; sys.exit(run_server())" --config "$TMP/litellm.yaml" --host 127.0.0.1 \
   --port "$LITELLM_PORT" --num_workers 1 >"$TMP/litellm.log" 2>&1) &
 pids+=($!)
 # Tries of 0.1 s: the web process loads Auto's encoder at start, LiteLLM its whole proxy.

@@ -9,6 +9,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import renderers, serializers, status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -28,6 +29,7 @@ from chat.selectors import (
     models_catalog,
 )
 from openai_api.key_spend import KeyInactive, KeyLimitExceeded, acting_as
+from panels.api_auth import CachedApiKeyAuthentication
 from panels.api_errors import ApiError
 from panels.ratelimit import ScopedRateLimit
 from wallet.errors import InsufficientCredits, WalletFrozen
@@ -429,7 +431,12 @@ _SEND_ERRORS = {
 }
 
 
+# The sends take the key as verified within API_CACHE_SECONDS (panels/api_auth.py).
+SEND_AUTHENTICATION = [CachedApiKeyAuthentication, SessionAuthentication]
+
+
 class MessageSendApi(ChatApi):
+    authentication_classes = SEND_AUTHENTICATION
     throttle_classes = [ScopedRateLimit]
     throttle_scope = "send"
 

@@ -16,7 +16,9 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -75,15 +77,25 @@ class ReplyWriter:
 
     Text whose write failed (Redis unreachable for a moment) is kept and sent with the
     next delta, so a reader that resumes never skips over it.
+
+    With `linger` (seconds), the first text is written at once and text arriving within
+    `linger` of the last write waits to go out with what follows it, so a model that
+    sends a burst of small chunks costs a few writes (and a reader a few events) instead
+    of one per chunk. Text never waits longer than `linger`: the process's flusher thread
+    writes what is left (`_Lingering`), and the terminal event writes it first.
     """
 
-    def __init__(self, message: Message) -> None:
+    def __init__(self, message: Message, *, linger: float = 0.0) -> None:
         self.key = stream_key(message)
         self.offset = 0  # characters of the reply so far
         self.written = 0  # characters the stream holds
         self.unsent = ""
         self.ttl = settings.REPLY_STREAM_TTL_SECONDS
         self.broken = False
+        self.linger = linger
+        self.wrote_at = float("-inf")  # time.monotonic() of the last write
+        # The worker's thread and the flusher both write: one at a time, in offset order.
+        self.lock = threading.Lock()
 
     def _xadd(self, event_id: str, kind: str, data: dict) -> bool:
         try:
@@ -118,23 +130,72 @@ class ReplyWriter:
             return False
         if not self.unsent:
             return True
+        self.wrote_at = time.monotonic()
         if self._xadd(f"{self.offset}-0", "delta", {"text": self.unsent}):
             self.written, self.unsent = self.offset, ""
             return True
         return False
 
+    def flush(self) -> None:
+        with self.lock:
+            self._flush()
+
     def delta(self, text: str) -> None:
         if not text:
             return
-        self.offset += len(text)
-        self.unsent += text
-        self._flush()
+        with self.lock:
+            self.offset += len(text)
+            self.unsent += text
+            due = self.wrote_at + self.linger
+            if time.monotonic() >= due:
+                self._flush()
+                return
+        _lingering.add(self, due)
 
     def terminal(self, kind: str, data: dict) -> None:
         # Never before text the stream is missing: a reader would stop short of it.
         # Without the terminal event, readers finish from the database.
-        if self._flush():
-            self._xadd(f"{self.offset}-1", kind, data)
+        with self.lock:
+            if self._flush():
+                self._xadd(f"{self.offset}-1", kind, data)
+
+
+class _Lingering:
+    """One thread per process that writes the text writers left waiting, when it is due."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.due: dict[ReplyWriter, float] = {}
+        self.pid = 0
+
+    def add(self, writer: ReplyWriter, due: float) -> None:
+        with self.cond:
+            if self.pid != os.getpid():  # first use in this process (or since a fork)
+                self.pid = os.getpid()
+                self.due.clear()
+                threading.Thread(target=self._run, name="panels-reply-flusher", daemon=True).start()
+            if writer not in self.due:
+                self.due[writer] = due
+                self.cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                now = time.monotonic()
+                ready = [w for w, at in self.due.items() if at <= now]
+                if not ready:
+                    self.cond.wait(min(self.due.values()) - now if self.due else None)
+                    continue
+                for writer in ready:
+                    del self.due[writer]
+            for writer in ready:
+                try:
+                    writer.flush()
+                except Exception:  # a writer's own failures are logged by it; the flusher goes on
+                    log.exception("reply stream flush failed")
+
+
+_lingering = _Lingering()
 
 
 def append_terminal(message: Message, kind: str, data: dict) -> None:
@@ -243,6 +304,19 @@ def _last_terminal(entries: list) -> tuple[str, str, bytes] | None:
     return (event_id, kind, frame) if kind in TERMINAL else None
 
 
+def _frames_of(response: list, cursor: str) -> tuple[bytes, str, bool]:
+    """The events of one XREAD answer as one write (fewer, larger writes to the reader),
+    the id to read after, and whether the stream ended."""
+    frames = []
+    for entry_id, fields in response[0][1]:
+        event_id, kind, frame = _frame_entry(entry_id, fields)
+        cursor = event_id
+        frames.append(frame)
+        if kind in TERMINAL:
+            return b"".join(frames), cursor, True
+    return b"".join(frames), cursor, False
+
+
 def _id_le(a: str, b: str) -> bool:
     ams, _, aseq = a.partition("-")
     bms, _, bseq = b.partition("-")
@@ -259,9 +333,10 @@ def sse_events(message: Message, *, after: str = "0-0") -> Iterator[bytes]:
     idle_since = time.monotonic()
     yield f"retry: {RECONNECT_MS}\n\n".encode()
     if not redis.exists(key):
-        message = _reload(message.pk)
+        # No stream yet (the reply is queued) or no more (it expired): only a reply the
+        # caller found finished is read from the database now.
         if message.finished:
-            yield from _frames_from_database(message, after)
+            yield from _frames_from_database(_reload(message.pk), after)
             return
     else:
         last = _last_terminal(redis.xrevrange(key, count=1))
@@ -285,12 +360,10 @@ def sse_events(message: Message, *, after: str = "0-0") -> Iterator[bytes]:
                 return
             continue
         idle_since = time.monotonic()
-        for entry_id, fields in response[0][1]:
-            event_id, kind, frame = _frame_entry(entry_id, fields)
-            cursor = event_id
-            yield frame
-            if kind in TERMINAL:
-                return
+        frames, cursor, ended = _frames_of(response, cursor)
+        yield frames
+        if ended:
+            return
 
 
 _async_clients: dict[Any, Any] = {}
@@ -324,9 +397,8 @@ async def sse_events_async(message: Message, *, after: str = "0-0") -> AsyncIter
     from_database = sync_to_async(_frames_from_database)
     yield f"retry: {RECONNECT_MS}\n\n".encode()
     if not await redis.exists(key):
-        message = await reload(message.pk)
-        if message.finished:
-            for frame in await from_database(message, after):
+        if message.finished:  # as in sse_events
+            for frame in await from_database(await reload(message.pk), after):
                 yield frame
             return
     else:
@@ -345,9 +417,7 @@ async def sse_events_async(message: Message, *, after: str = "0-0") -> AsyncIter
                     yield frame
                 return
             continue
-        for entry_id, fields in response[0][1]:
-            event_id, kind, frame = _frame_entry(entry_id, fields)
-            cursor = event_id
-            yield frame
-            if kind in TERMINAL:
-                return
+        frames, cursor, ended = _frames_of(response, cursor)
+        yield frames
+        if ended:
+            return

@@ -178,7 +178,7 @@ def message_run(*, message_id: int) -> None:
         seconds=DEADLINE_MARGIN_SECONDS,
     )
     log.info("reply claimed", extra={"message_id": message_id, "model": message.model.slug})
-    writer = streams.ReplyWriter(message)
+    writer = streams.ReplyWriter(message, linger=settings.REPLY_COALESCE_MS / 1000)
     hold = message.hold
     left = (hold.expires_at - message.db_now).total_seconds() if hold else 0
     if hold is None or hold.status != Hold.Status.PENDING or left <= DEADLINE_MARGIN_SECONDS:

@@ -27,10 +27,19 @@ SHARED_THREAD_PATHS = re.compile(r"^/api/v1/messages/\d+/stream$")
 # (openai_api/middleware.py: all of it on the event loop, none of the browser's).
 API_PATH_PREFIX = "/v1/"
 API_MIDDLEWARE = ["openai_api.middleware.ApiEdgeMiddleware"]
+# Panels' own API called with a key (`Authorization: Bearer ...`): no browser session,
+# so none of the browser's middleware either (panels/middleware.py: KeyApiEdgeMiddleware).
+# Called from a browser (session and CSRF), it runs the site's middleware as any page does.
+KEY_API_PATH_PREFIX = "/api/v1/"
+KEY_API_MIDDLEWARE = ["panels.middleware.KeyApiEdgeMiddleware"]
 
 
 class ApiASGIHandler(ASGIHandler):
-    """Django's ASGI handler with API_MIDDLEWARE in place of settings.MIDDLEWARE."""
+    """Django's ASGI handler with `middleware` in place of settings.MIDDLEWARE."""
+
+    def __init__(self, middleware: list[str] | None = None) -> None:
+        self.middleware = API_MIDDLEWARE if middleware is None else middleware
+        super().__init__()
 
     def load_middleware(self, is_async: bool = False) -> None:
         # BaseHandler.load_middleware, for a list of async-only middleware with no
@@ -39,26 +48,47 @@ class ApiASGIHandler(ASGIHandler):
         self._template_response_middleware = []
         self._exception_middleware = []
         handler = convert_exception_to_response(self._get_response_async)
-        for path in reversed(API_MIDDLEWARE):
+        for path in reversed(self.middleware):
             handler = convert_exception_to_response(import_string(path)(handler))
         self._middleware_chain = handler
+
+
+def _bearer(scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            return value[:7].lower() == b"bearer "
+    return False
 
 
 class PanelsASGIHandler(ASGIHandler):
     def __init__(self) -> None:
         super().__init__()
         self.api = ApiASGIHandler()
+        self.key_api = ApiASGIHandler(KEY_API_MIDDLEWARE)
+
+    def handler_for(self, scope) -> ASGIHandler:
+        """Which middleware a request runs: /v1's, the key API's, or the site's."""
+        path = scope.get("path", "")
+        if path.startswith(API_PATH_PREFIX):
+            return self.api
+        if path.startswith(KEY_API_PATH_PREFIX) and _bearer(scope):
+            return self.key_api
+        return self
 
     async def __call__(self, scope, receive, send):  # type: ignore[override]
-        if scope["type"] == "http" and SHARED_THREAD_PATHS.match(scope.get("path", "")):
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        handler = self.handler_for(scope)
+        if SHARED_THREAD_PATHS.match(scope.get("path", "")):
             # Outside a ThreadSensitiveContext, asgiref runs thread-sensitive work on its
             # one shared thread rather than on a new thread for this request.
-            await self.handle(scope, receive, send)
+            await handler.handle(scope, receive, send)
             return
-        if scope["type"] == "http" and scope.get("path", "").startswith(API_PATH_PREFIX):
-            await self.api(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
+        if handler is self:
+            await super().__call__(scope, receive, send)
+        else:
+            await handler(scope, receive, send)
 
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "panels.settings")

@@ -87,3 +87,55 @@ class RequestSizeLimitMiddleware:
             return JsonResponse(error_body("too_large", message), status=413)
         page = f"<!doctype html><title>Request too large</title><h1>Request too large</h1><p>{message}</p>"
         return HttpResponse(page, status=413, content_type="text/html; charset=utf-8")
+
+
+class KeyApiEdgeMiddleware:
+    """What a key-authenticated /api/v1/ request keeps of the site's middleware, on the event
+    loop (panels/asgi.py routes `Authorization: Bearer` requests here).
+
+    The site's middleware is for browsers (sessions, CSRF, login, messages, static files)
+    and under ASGI runs in a thread of its own around the view, with hops in and out. A
+    request authenticated by key on every call needs none of it but what shapes the
+    response: the request id (RequestIdMiddleware's rules), SecurityMiddleware's headers
+    (and HTTPS redirect), the CSP and X-Frame-Options headers, and the body limit
+    (RequestSizeLimitMiddleware's 413, in the API's error shape).
+    """
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response) -> None:
+        from asgiref.sync import markcoroutinefunction
+        from django.middleware.clickjacking import XFrameOptionsMiddleware
+        from django.middleware.security import SecurityMiddleware
+
+        self.get_response = get_response
+        self.security = SecurityMiddleware(get_response)
+        self.frames = XFrameOptionsMiddleware(get_response)
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
+        request.request_id = request_id
+        token = request_id_var.set(request_id)
+        try:
+            response = self.security.process_request(request) or await self._sized(request)
+        finally:
+            request_id_var.reset(token)
+        response = self.security.process_response(request, response)
+        response = self.frames.process_response(request, response)
+        response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response["X-Request-ID"] = request_id
+        return response
+
+    async def _sized(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if limit is not None and length > limit:
+            message = f"The request body is larger than the {limit:,} bytes this server accepts."
+            return JsonResponse(error_body("too_large", message), status=413)
+        return await self.get_response(request)

@@ -337,6 +337,9 @@ MODEL_FIRST_TOKEN_RETRIES = envint("MODEL_FIRST_TOKEN_RETRIES", 3)
 # 429; it also bounds what one user can put in the Celery queue ahead of others.
 MAX_REPLIES_IN_FLIGHT_PER_USER = envint("MAX_REPLIES_IN_FLIGHT_PER_USER", 4)
 REPLY_STREAM_TTL_SECONDS = envint("REPLY_STREAM_TTL_SECONDS", 3600)
+# The worker writes a reply's first text at once, then joins text that arrives within
+# this many milliseconds of its last write into one stream event (0: an event per chunk).
+REPLY_COALESCE_MS = envint("REPLY_COALESCE_MS", 5)
 # The OpenAI-compatible API (/v1/): prompts and replies are not stored unless this is on.
 API_STORE_CONTENT = envbool("API_STORE_CONTENT", False)
 # How long a /v1 reply kept for an Idempotency-Key retry is stored.

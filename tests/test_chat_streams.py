@@ -115,4 +115,54 @@ def test_the_async_reader_matches_the_sync_one(reply):
     frames = asyncio.run(collect())
     seen = read_until_end(parse_events(frames))
     assert text_of(seen) == "reader" and seen[-1].kind == "done"
-    assert json.loads(frames[-1].split(b"data: ")[1]) == {"status": "done", "cost": 3}
+    assert json.loads(frames[-1].split(b"data: ")[-1]) == {"status": "done", "cost": 3}
+
+
+def test_events_read_together_go_out_as_one_write(reply):
+    write(reply, "one ", "two ", "three")
+    frames = list(streams.sse_events(reply))
+    assert frames[0].startswith(b"retry:") and len(frames) == 2  # the retry line, then all four events at once
+    assert [e.kind for e in parse_events(frames)] == ["delta", "delta", "delta", "done"]
+
+
+def test_a_lingering_writer_writes_the_first_text_at_once_and_joins_a_burst(reply):
+    writer = streams.ReplyWriter(reply, linger=60.0)  # longer than this test: only the terminal writes the rest
+    writer.delta("first")
+    assert streams.partial_text(reply) == "first"  # not delayed
+    for part in (" a", " burst", " of", " chunks"):
+        writer.delta(part)
+    assert streams.partial_text(reply) == "first"  # waiting for what follows
+    writer.terminal("done", {"status": "done", "cost": 3})
+    seen = events(reply)
+    assert [(e.id, e.kind) for e in seen] == [("5-0", "delta"), ("23-0", "delta"), ("23-1", "done")]
+    assert text_of(seen) == "first a burst of chunks"
+
+
+def test_text_left_waiting_is_written_without_a_further_chunk(reply):
+    import time
+
+    writer = streams.ReplyWriter(reply, linger=0.05)
+    writer.delta("Hel")
+    writer.delta("lo")  # within the linger: the process's flusher writes it when due
+    until = time.monotonic() + 10
+    while streams.partial_text(reply) != "Hello" and time.monotonic() < until:
+        time.sleep(0.01)
+    assert streams.partial_text(reply) == "Hello"
+    writer.terminal("done", {"status": "done", "cost": 3})
+    assert [(e.id, e.kind) for e in events(reply)] == [("3-0", "delta"), ("5-0", "delta"), ("5-1", "done")]
+
+
+def test_a_queued_reply_is_read_from_its_stream_without_a_database_read(reply, django_assert_num_queries):
+    import threading
+    import time
+
+    Message.objects.filter(pk=reply.pk).update(status="queued")
+    reply.status = "queued"
+
+    def later() -> None:
+        time.sleep(0.2)
+        write(reply, "soon")
+
+    threading.Thread(target=later).start()
+    with django_assert_num_queries(0):
+        assert text_of(events(reply)) == "soon"
