@@ -29,7 +29,7 @@ from chat.selectors import (
     models_catalog,
 )
 from openai_api.key_spend import KeyInactive, KeyLimitExceeded, acting_as
-from panels.api_auth import CachedApiKeyAuthentication
+from panels.api_auth import ApiKeyAuthentication
 from panels.api_errors import ApiError
 from panels.ratelimit import ScopedRateLimit
 from wallet.errors import InsufficientCredits, WalletFrozen
@@ -431,12 +431,9 @@ _SEND_ERRORS = {
 }
 
 
-# The sends take the key as verified within API_CACHE_SECONDS (panels/api_auth.py).
-SEND_AUTHENTICATION = [CachedApiKeyAuthentication, SessionAuthentication]
-
-
 class MessageSendApi(ChatApi):
-    authentication_classes = SEND_AUTHENTICATION
+    authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
+    api_key_cache = True  # the key as verified within API_CACHE_SECONDS (panels/api_auth.py)
     throttle_classes = [ScopedRateLimit]
     throttle_scope = "send"
 

@@ -12,7 +12,14 @@ LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
-    """`Authorization: Bearer pnl_…`; CSRF does not apply to key-authenticated calls."""
+    """`Authorization: Bearer pnl_…`; CSRF does not apply to key-authenticated calls.
+
+    A view with `api_key_cache = True` (the sends) takes the key as verified within
+    API_CACHE_SECONDS in this process (openai_api/cache.py): what a send spends is held in
+    a transaction that links the hold to the key only while the key is active, so a key
+    revoked meanwhile still spends nothing (401). One class, so the API schema has one
+    key scheme.
+    """
 
     keyword = "Bearer"
 
@@ -23,7 +30,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         keyword, _, key = header.partition(" ")
         if keyword != self.keyword:
             return None
-        api_key = self.verify(key.strip())
+        api_key = self.verify(key.strip(), cached=_view_caches_keys(request))
         if api_key is None:
             raise exceptions.AuthenticationFailed("The API key is invalid or has been revoked.")
         now = timezone.now()
@@ -34,19 +41,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             api_key.last_used_at = now
         return api_key.user, api_key
 
-    def verify(self, secret: str) -> ApiKey | None:
+    def verify(self, secret: str, *, cached: bool = False) -> ApiKey | None:
+        if cached:
+            from openai_api.cache import key_verified
+
+            return key_verified(secret)
         return ApiKey.authenticate(secret)
 
     def authenticate_header(self, request: Request) -> str:
         return self.keyword
 
 
-class CachedApiKeyAuthentication(ApiKeyAuthentication):
-    """The key as verified within API_CACHE_SECONDS in this process (openai_api/cache.py), for
-    the sends: what they spend is held in a transaction that links the hold to the key only
-    while the key is active, so a key revoked meanwhile still spends nothing (401)."""
-
-    def verify(self, secret: str) -> ApiKey | None:
-        from openai_api.cache import key_verified
-
-        return key_verified(secret)
+def _view_caches_keys(request: Request) -> bool:
+    view = (getattr(request, "parser_context", None) or {}).get("view")
+    return bool(getattr(view, "api_key_cache", False))

@@ -94,7 +94,9 @@ def test_the_debit_is_the_formula_for_the_usage_the_server_reported(api, convers
     reply_id = response.json()["id"]
 
     events = reply_events(api, reply_id)
-    assert [e.kind for e in events] == ["delta"] * 5 + ["done"]
+    kinds = [e.kind for e in events]
+    # Five tokens, in as many deltas as the worker's joining of bursts (REPLY_COALESCE_MS) left.
+    assert kinds[-1] == "done" and 1 <= kinds.count("delta") <= 5 and set(kinds[:-1]) == {"delta"}
     message = api.get(f"/api/v1/messages/{reply_id}").json()
     assert message["status"] == "done"
     assert message["content"] == text_of(events)
