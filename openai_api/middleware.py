@@ -13,49 +13,12 @@ here inline rather than in a thread.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable
-
-from asgiref.sync import markcoroutinefunction
-from django.conf import settings
-from django.http import HttpRequest, HttpResponse
-from django.middleware.security import SecurityMiddleware
+from django.http import HttpResponse
 
 from openai_api.errors import OpenAIError
-from panels.logging import request_id_var
-from panels.middleware import _VALID_ID
+from panels.middleware import EdgeMiddleware
 
 
-class ApiEdgeMiddleware:
-    sync_capable = False
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponse]]) -> None:
-        self.get_response = get_response
-        self.security = SecurityMiddleware(get_response)
-        markcoroutinefunction(self)
-
-    async def __call__(self, request: HttpRequest) -> HttpResponse:
-        incoming = request.headers.get("X-Request-ID", "")
-        request_id = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
-        request.request_id = request_id
-        token = request_id_var.set(request_id)
-        try:
-            response = self.security.process_request(request) or await self._sized(request)
-        finally:
-            request_id_var.reset(token)
-        response = self.security.process_response(request, response)
-        response["X-Request-ID"] = request_id
-        return response
-
-    async def _sized(self, request: HttpRequest) -> HttpResponse:
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if limit is not None and length > limit:
-            return OpenAIError(
-                413, f"The request body is larger than the {limit:,} bytes this server accepts.", code="too_large"
-            ).response()
-        return await self.get_response(request)
+class ApiEdgeMiddleware(EdgeMiddleware):
+    def too_large(self, message: str) -> HttpResponse:
+        return OpenAIError(413, message, code="too_large").response()

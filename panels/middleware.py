@@ -89,29 +89,21 @@ class RequestSizeLimitMiddleware:
         return HttpResponse(page, status=413, content_type="text/html; charset=utf-8")
 
 
-class KeyApiEdgeMiddleware:
-    """What a key-authenticated /api/v1/ request keeps of the site's middleware, on the event
-    loop (panels/asgi.py routes `Authorization: Bearer` requests here).
-
-    The site's middleware is for browsers (sessions, CSRF, login, messages, static files)
-    and under ASGI runs in a thread of its own around the view, with hops in and out. A
-    request authenticated by key on every call needs none of it but what shapes the
-    response: the request id (RequestIdMiddleware's rules), SecurityMiddleware's headers
-    (and HTTPS redirect), the CSP and X-Frame-Options headers, and the body limit
-    (RequestSizeLimitMiddleware's 413, in the API's error shape).
-    """
+class EdgeMiddleware:
+    """The request id, SecurityMiddleware and the body size limit, on the event loop: what an
+    API authenticated by key on every call keeps of the site's middleware (panels/asgi.py
+    routes such requests around the browser stack). Subclasses say how a too-large body is
+    answered and what else goes on the response."""
 
     sync_capable = False
     async_capable = True
 
     def __init__(self, get_response) -> None:
         from asgiref.sync import markcoroutinefunction
-        from django.middleware.clickjacking import XFrameOptionsMiddleware
         from django.middleware.security import SecurityMiddleware
 
         self.get_response = get_response
         self.security = SecurityMiddleware(get_response)
-        self.frames = XFrameOptionsMiddleware(get_response)
         markcoroutinefunction(self)
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
@@ -123,9 +115,7 @@ class KeyApiEdgeMiddleware:
             response = self.security.process_request(request) or await self._sized(request)
         finally:
             request_id_var.reset(token)
-        response = self.security.process_response(request, response)
-        response = self.frames.process_response(request, response)
-        response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response = self.finish(request, self.security.process_response(request, response))
         response["X-Request-ID"] = request_id
         return response
 
@@ -136,6 +126,38 @@ class KeyApiEdgeMiddleware:
         except ValueError:
             length = 0
         if limit is not None and length > limit:
-            message = f"The request body is larger than the {limit:,} bytes this server accepts."
-            return JsonResponse(error_body("too_large", message), status=413)
+            return self.too_large(f"The request body is larger than the {limit:,} bytes this server accepts.")
         return await self.get_response(request)
+
+    def too_large(self, message: str) -> HttpResponse:
+        raise NotImplementedError
+
+    def finish(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        return response
+
+
+class KeyApiEdgeMiddleware(EdgeMiddleware):
+    """What a key-authenticated /api/v1/ request keeps of the site's middleware, on the event
+    loop (panels/asgi.py routes `Authorization: Bearer` requests here).
+
+    The site's middleware is for browsers (sessions, CSRF, login, messages, static files)
+    and under ASGI runs in a thread of its own around the view, with hops in and out. A
+    request authenticated by key on every call needs none of it but what shapes the
+    response: the request id (RequestIdMiddleware's rules), SecurityMiddleware's headers
+    (and HTTPS redirect), the CSP and X-Frame-Options headers, and the body limit
+    (RequestSizeLimitMiddleware's 413, in the API's error shape).
+    """
+
+    def __init__(self, get_response) -> None:
+        from django.middleware.clickjacking import XFrameOptionsMiddleware
+
+        super().__init__(get_response)
+        self.frames = XFrameOptionsMiddleware(get_response)
+
+    def too_large(self, message: str) -> HttpResponse:
+        return JsonResponse(error_body("too_large", message), status=413)
+
+    def finish(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        response = self.frames.process_response(request, response)
+        response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        return response
