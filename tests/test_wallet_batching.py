@@ -167,7 +167,7 @@ def test_a_batch_is_a_few_statements_whatever_its_size_and_a_refusal_in_it_stops
         ledger_sql.HoldOp(mine.pk, 100, "m1", "message:1", 60),  # a repeat inside the batch
     ]
     outcomes, statements = _apply(ops)
-    assert statements == 3  # no hold to lock yet: accounts, taken keys, the write
+    assert statements == 2  # one read (locks the rows, looks the keys up), one write
     assert [o.status if o else None for o in outcomes] == ["pending", None, "pending", "pending", None]
     refused = Hold.objects.get(idempotency_key="m2")
     assert (refused.status, refused.reason) == ("rejected", "only 150 credits available")
@@ -186,7 +186,7 @@ def test_a_batch_is_a_few_statements_whatever_its_size_and_a_refusal_in_it_stops
         ledger_sql.PostOp(outcomes[3], 250, "", "second"),  # a repeat: answered by the unbatched path
     ]
     posted, statements = _apply(posts)
-    assert statements == 3  # lock the holds, lock the accounts, the write
+    assert statements == 2  # one read (locks the holds, then the accounts), one write
     assert [o.status if o else None for o in posted] == ["posted", None, "posted", None, "posted", None]
     mine.refresh_from_db()
     theirs.refresh_from_db()
@@ -202,7 +202,7 @@ def test_many_posts_on_one_wallet_in_a_batch_chain_their_digests_in_order(alice,
     account = funded_wallet(alice, 10_000)
     holds = [wallet_hold(account=account, amount=100, idempotency_key=f"h{i}") for i in range(12)]
     outcomes, statements = _apply([ledger_sql.PostOp(h, 10 + i, "", f"reply {i}") for i, h in enumerate(holds)])
-    assert statements == 3 and all(o.status == "posted" for o in outcomes)
+    assert statements == 2 and all(o.status == "posted" for o in outcomes)
     account.refresh_from_db()
     assert (account.balance, account.held) == (10_000 - sum(10 + i for i in range(12)), 0)
     assert ledger_audit(full=True) == []
@@ -217,7 +217,8 @@ def test_a_batch_that_writes_other_rows_than_it_decided_rolls_back_and_its_calle
     account = funded_wallet(alice, 1000)
     first = wallet_hold(account=account, amount=100, idempotency_key="dup")
     # As if another transaction took the key between the batch's look-up and its insert.
-    monkeypatch.setattr(ledger_sql, "_TAKEN_KEYS", ledger_sql._TAKEN_KEYS + " AND false")
+    read = ledger_sql._READ_BATCH.replace("%(keys)s::text[])", "%(keys)s::text[]) AND false")
+    monkeypatch.setattr(ledger_sql, "_READ_BATCH", read)
     with pytest.raises(ledger_sql.BatchMismatch):
         _apply([ledger_sql.HoldOp(account.pk, 100, "dup", "", 60), ledger_sql.HoldOp(account.pk, 50, "new", "", 60)])
     assert not Hold.objects.filter(idempotency_key="new").exists()  # rolled back whole

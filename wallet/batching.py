@@ -129,10 +129,13 @@ class Batcher:
     def _apply(self, ops: list[_Op]) -> None:
         revenue = ledger_sql.system_account_id(SYSTEM_REVENUE)
         autotopups: set[int] = set()
-        ledger_sql.prepare_connection()
         batch = [op.op for op in ops]
-        with transaction.atomic():
-            results = ledger_sql.apply_batch(batch, revenue_id=revenue, autotopups=autotopups, raw=True)
+        if any(isinstance(op, ledger_sql.PostOp) and op.along is not None for op in batch):
+            ledger_sql.prepare_connection()
+            with transaction.atomic():
+                results = ledger_sql.apply_batch(batch, revenue_id=revenue, autotopups=autotopups, raw=True)
+        else:  # two round trips, the rows locked only from the first to the commit
+            results = ledger_sql.commit_batch(batch, revenue_id=revenue, autotopups=autotopups)
         for op, result in zip(ops, results, strict=True):
             op.result = result
             if result is not None and isinstance(op.op, ledger_sql.PostOp):

@@ -21,6 +21,7 @@ PgBouncer, which does not keep a connection's prepared statements.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models.base import ModelState
 from django.utils import timezone
 
@@ -365,20 +366,38 @@ def expire_batch(*, now: dt.datetime, batch: int) -> int:
 # first (holds by id, then accounts by id: the ledger's lock order) and read; each
 # operation is then decided here, in arrival order, by the rules the one-statement
 # paths apply in SQL; one statement writes every decided row at once.
-_LOCK_HOLDS = """
-SELECT id, account_id, amount, status, expires_at > now() FROM wallet_hold
-WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
+# One statement, one round trip: the holds locked by id, then (the `hl` count makes
+# the accounts wait for them) the accounts by id, then the hold keys already taken.
+# Rows are tagged: 0 a hold (id, account, amount, status, live), 1 an account (id,
+# balance, held, frozen_reason, chain_head, take-back waiting, automatic top-up on),
+# 2 a taken key, 3 the transaction's now().
+_READ_BATCH = """
+WITH hl AS MATERIALIZED (
+    SELECT id, account_id, amount, status, expires_at > now() AS live FROM wallet_hold
+    WHERE id = ANY(%(holds)s::bigint[]) ORDER BY id FOR UPDATE
+), al AS MATERIALIZED (
+    SELECT id, balance, held, frozen_reason, chain_head,
+           EXISTS (SELECT 1 FROM wallet_takeback t WHERE t.account_id = wallet_account.id AND t.resolved_at IS NULL)
+               AS owing,
+           EXISTS (SELECT 1 FROM wallet_autotopup u WHERE u.account_id = wallet_account.id AND u.enabled) AS autotopup
+    FROM wallet_account
+    WHERE id = ANY(%(accounts)s::bigint[]) AND (SELECT count(*) FROM hl) >= 0
+    ORDER BY id FOR UPDATE
+)
+SELECT 0, id, account_id, amount, status, NULL::text, live, NULL::boolean, NULL::timestamptz FROM hl
+UNION ALL
+SELECT 1, id, balance, held, frozen_reason, chain_head, owing, autotopup, NULL FROM al
+UNION ALL
+SELECT 2, NULL, NULL, NULL, idempotency_key, NULL, NULL, NULL, NULL FROM wallet_hold
+WHERE idempotency_key = ANY(%(keys)s::text[])
+UNION ALL
+SELECT 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, now()
 """
 
-_LOCK_ACCOUNTS = """
-SELECT id, balance, held, frozen_reason, chain_head,
-       EXISTS (SELECT 1 FROM wallet_takeback t WHERE t.account_id = wallet_account.id AND t.resolved_at IS NULL),
-       EXISTS (SELECT 1 FROM wallet_autotopup u WHERE u.account_id = wallet_account.id AND u.enabled),
-       now()
-FROM wallet_account WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
-"""
-
-_TAKEN_KEYS = "SELECT idempotency_key FROM wallet_hold WHERE idempotency_key = ANY(%(keys)s::text[])"
+# A batch that would write other rows than it decided (a key taken by a concurrent
+# transaction between the read and the write) fails in its write statement, before
+# any commit: the text cast to an integer raises with this in its message.
+_MISMATCH = "the batch wrote"
 
 # The `id = ANY(ARRAY(...))` beside each join keeps the prepared (generic) plan on the
 # primary key: without it the planner guesses 100 rows from a JSON set and may scan
@@ -414,11 +433,16 @@ WITH nh AS (
     WHERE wallet_account.id = x.account
       AND wallet_account.id = ANY(ARRAY(SELECT (w->>'account')::bigint FROM json_array_elements(%(wallets)s::json) w))
     RETURNING 1
+), wrote AS (
+    SELECT ARRAY[(SELECT count(*) FROM nh), (SELECT count(*) FROM ph), (SELECT count(*) FROM ne),
+                 (SELECT count(*) FROM ua)]::bigint[] AS n
 )
-SELECT nh.id, nh.idempotency_key, (SELECT count(*) FROM ph), (SELECT count(*) FROM ne),
-       (SELECT count(*) FROM ua)
-FROM (SELECT 1) one LEFT JOIN nh ON true
-"""
+SELECT nh.id, nh.idempotency_key,
+       CASE WHEN wrote.n = %(decided)s::bigint[] THEN 0
+            ELSE ('{mismatch} ' || wrote.n::text || ' (holds, posts, entries, wallets), decided '
+                  || %(decided)s::text)::int END
+FROM wrote LEFT JOIN nh ON true
+""".replace("{mismatch}", _MISMATCH)
 
 
 @dataclass(slots=True)
@@ -610,59 +634,114 @@ def _apply_batch(ops: list[HoldOp | PostOp], *, revenue_id: int, autotopups: set
     caller answers with the unbatched service. `autotopups` receives the wallets posted
     to that have an automatic top-up on."""
     with cursor() as c:
-        holds, wallets, taken, now = _lock_and_read(c, ops)
-        plan = _decide(ops, holds, wallets, taken, revenue_id)
-        moved = {pk: w for pk, w in wallets.items() if w.moved}
-        if autotopups is not None:
-            autotopups.update(pk for pk, w in moved.items() if w.autotopup)
-        out: list = [None] * len(ops)
-        if not plan.holds and not plan.posts:
-            return out
-        wallet_rows = [
-            {"account": pk, "d_balance": w.d_balance, "d_held": w.d_held, "head": w.head} for pk, w in moved.items()
-        ]
-        c.execute(
-            _WRITE_BATCH,
-            {
-                "holds": f"[{','.join(plan.holds)}]",
-                "posts": f"[{','.join(plan.posts)}]",
-                "entries": f"[{','.join(plan.entries)}]",
-                "wallets": json.dumps(wallet_rows),
-                "revenue": revenue_id,
-            },
-        )
-        rows = c.fetchall()
-    inserted = {key: pk for pk, key, *_ in rows if pk is not None}
-    wrote = (len(inserted), *rows[0][2:])
-    decided = (len(plan.holds), len(plan.posted), len(plan.entries), len(moved))
-    if wrote != decided:
-        raise BatchMismatch(f"batch wrote {wrote} (holds, posts, entries, wallets), decided {decided}")
-    for key, i in plan.placed.items():
-        out[i] = Placed((inserted[key], now))
-    for i in plan.posted:
-        out[i] = now
-    return out
+        c.execute(_READ_BATCH, _read_params(ops))
+        decided = _decided(ops, c.fetchall(), revenue_id, autotopups)
+        if decided.write is None:
+            return decided.out
+        with _mismatch_raised():
+            c.execute(_WRITE_BATCH, decided.write)
+        return decided.settle(c.fetchall())
 
 
-def _lock_and_read(c, ops: list[HoldOp | PostOp]) -> tuple[dict[int, list], dict[int, _Wallet], set[str], object]:
-    hold_ids = sorted({op.held.pk for op in ops if isinstance(op, PostOp)})
-    account_ids = sorted({op.account_id if isinstance(op, HoldOp) else op.held.account_id for op in ops})
-    keys = [op.idempotency_key for op in ops if isinstance(op, HoldOp)]
-    holds: dict[int, list] = {}
-    if hold_ids:
-        c.execute(_LOCK_HOLDS, {"ids": hold_ids})
-        holds = {row[0]: list(row[1:]) for row in c.fetchall()}  # [account_id, amount, status, live]
-    c.execute(_LOCK_ACCOUNTS, {"ids": account_ids})
+def commit_batch(ops: list[HoldOp | PostOp], *, revenue_id: int, autotopups: set[int] | None = None) -> list:
+    """`_apply_batch` in a transaction of its own, committed here, in two round trips
+    (PostgreSQL's pipeline mode): BEGIN with the read that locks the rows, then the write
+    with COMMIT. The rows stay locked only for the write, the commit and deciding in
+    between, so a hot wallet's next batch (another process's) waits less. The connection
+    must be in autocommit and only this thread's (the batcher's); if anything fails, the
+    caller closes it (a transaction may be left open on it). Without prepared statements
+    (`LEDGER_PREPARED_STATEMENTS=0`), `_apply_batch` in a Django transaction."""
+    if not (settings.LEDGER_PREPARED_STATEMENTS and connection.vendor == "postgresql"):
+        with transaction.atomic():
+            return _apply_batch(ops, revenue_id=revenue_id, autotopups=autotopups)
+    prepare_connection()
+    conn = connection.connection
+    with cursor() as c:
+        with _mismatch_raised(), conn.pipeline():  # leaving it sends what is queued and waits for every result
+            conn.execute("BEGIN")
+            c.execute(_READ_BATCH, _read_params(ops))
+            decided = _decided(ops, c.fetchall(), revenue_id, autotopups)  # the first round trip
+            if decided.write is None:
+                conn.execute("ROLLBACK")  # nothing to write: let the locks go
+                return decided.out
+            c.execute(_WRITE_BATCH, decided.write)
+            conn.execute("COMMIT")
+        return decided.settle(c.fetchall())
+
+
+@contextlib.contextmanager
+def _mismatch_raised():
+    try:
+        yield
+    except Exception as exc:
+        if _MISMATCH in str(exc):
+            raise BatchMismatch(str(exc)) from exc
+        raise
+
+
+def _read_params(ops: list[HoldOp | PostOp]) -> dict[str, list]:
+    return {
+        "holds": sorted({op.held.pk for op in ops if isinstance(op, PostOp)}),
+        "accounts": sorted({op.account_id if isinstance(op, HoldOp) else op.held.account_id for op in ops}),
+        "keys": [op.idempotency_key for op in ops if isinstance(op, HoldOp)],
+    }
+
+
+@dataclass(slots=True)
+class _Decided:
+    """A batch decided: the write's parameters (None: nothing to write) and how to turn
+    what the write returns into each operation's outcome."""
+
+    out: list
+    plan: _Plan
+    moved: int
+    now: object
+    write: dict[str, object] | None
+
+    def settle(self, rows: list[tuple]) -> list:
+        plan, out = self.plan, self.out
+        inserted = {key: pk for pk, key, _ in rows if pk is not None}
+        for key, i in plan.placed.items():
+            out[i] = Placed((inserted[key], self.now))
+        for i in plan.posted:
+            out[i] = self.now
+        return out
+
+
+def _decided(ops: list[HoldOp | PostOp], rows: list[tuple], revenue_id: int, autotopups: set[int] | None) -> _Decided:
+    holds: dict[int, list] = {}  # [account_id, amount, status, live]
     wallets: dict[int, _Wallet] = {}
-    now = None
-    for pk, balance, held, frozen_reason, head, owing, autotopup, db_now in c.fetchall():
-        wallets[pk] = _Wallet(balance, held, bool(frozen_reason), head, owing, autotopup)
-        now = db_now
     taken: set[str] = set()
-    if keys:
-        c.execute(_TAKEN_KEYS, {"keys": keys})
-        taken = {row[0] for row in c.fetchall()}
-    return holds, wallets, taken, now
+    now = None
+    for tag, pk, x, y, s1, s2, b1, b2, ts in rows:
+        if tag == 0:
+            holds[pk] = [x, y, s1, b1]
+        elif tag == 1:
+            wallets[pk] = _Wallet(x, y, bool(s1), s2, b1, b2)
+        elif tag == 2:
+            taken.add(s1)
+        else:
+            now = ts
+    plan = _decide(ops, holds, wallets, taken, revenue_id)
+    moved = {pk: w for pk, w in wallets.items() if w.moved}
+    if autotopups is not None:
+        autotopups.update(pk for pk, w in moved.items() if w.autotopup)
+    out: list = [None] * len(ops)
+    write = None
+    if plan.holds or plan.posts:
+        wallet_rows = ",".join(
+            f'{{"account":{pk},"d_balance":{w.d_balance},"d_held":{w.d_held},"head":"{w.head}"}}'
+            for pk, w in moved.items()
+        )
+        write = {
+            "holds": f"[{','.join(plan.holds)}]",
+            "posts": f"[{','.join(plan.posts)}]",
+            "entries": f"[{','.join(plan.entries)}]",
+            "wallets": f"[{wallet_rows}]",
+            "revenue": revenue_id,
+            "decided": [len(plan.holds), len(plan.posted), len(plan.entries), len(moved)],
+        }
+    return _Decided(out, plan, len(moved), now, write)
 
 
 _PENDING_TAIL = ',"status":"pending","reason":""}'
