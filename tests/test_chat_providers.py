@@ -50,6 +50,90 @@ def test_one_client_per_endpoint_and_no_sdk_retries(demo):
     assert str(client.base_url).rstrip("/") == demo.base_url.rstrip("/")
 
 
+def test_streamed_replies_reuse_one_connection(demo, demo_server):  # noqa: F811
+    """The body is read past `[DONE]` to its end, so the connection goes back to the pool
+    (the SDK's own stream closes it there, and each call would open a new one)."""
+    run(demo, "[demo:tokens=2] warm")  # this endpoint's client has a connection now
+    before = demo_server.server.connections_opened
+    for _ in range(3):
+        assert "".join(c.text for c in run(demo, "[demo:tokens=3] again"))
+    assert demo_server.server.connections_opened == before
+
+
+@pytest.mark.parametrize("api", ["openai", "gemini", "mistral", "openai_compatible"])
+def test_the_body_needs_none_of_the_sdks_parameter_transform(api):
+    """The request is sent as `request_body` builds it, skipping the SDK's transform of
+    `create`'s parameters: for every body it builds, that transform changes nothing."""
+    from openai._utils import maybe_transform
+    from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
+
+    from chat.providers import ADAPTERS, openai_sdk
+
+    messages = providers.to_openai_messages(
+        [
+            ("system", "Be brief.", []),
+            ("user", "look", [{"type": "image", "url": "data:image/png;base64,AAAA"}]),
+            ("assistant", "a cat", []),
+            ("user", "and now?", []),
+        ]
+    )
+    body = openai_sdk.request_body(
+        caps=ADAPTERS[api].capabilities("some-model"),
+        model="some-model",
+        messages=messages,
+        max_tokens=100,
+        temperature=0.5,
+        top_p=0.9,
+        stop=["END"],
+    )
+    assert maybe_transform(body, CompletionCreateParamsStreaming) == body
+
+
+def test_an_error_event_mid_stream_is_a_provider_error():
+    from chat.providers import openai_sdk
+
+    body = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}\n\n'
+        b": a comment\n\n"
+        b'data: {"error":{"message":"overloaded","type":"server_error"}}\n\n'
+    )
+    request = httpx2.Request("POST", "http://provider.test/v1/chat/completions")
+    response = httpx2.Response(200, request=request, content=body)
+    reply = providers.ReplyStream(
+        openai_sdk._chunks(
+            response,
+            openai_sdk.Capabilities(
+                stream_options=True, usage_unasked=False, output_tokens_param="max_tokens", image_formats=frozenset()
+            ),
+        ),
+        close=response.close,
+        translate=providers.translate_error,
+        estimate_input=lambda: 0,
+    )
+    received = []
+    with pytest.raises(providers.ProviderError) as caught:
+        for chunk in reply:
+            received.append(chunk.text)
+    assert received == ["Hel"]
+    assert caught.value.code == "provider_error" and "overloaded" in caught.value.message
+
+
+def test_events_split_over_lines_and_a_missing_last_blank_line_are_read():
+    from chat.providers import openai_sdk
+
+    body = b'data: {"choices":[{"delta":\ndata: {"content":"a"}}]}\n\ndata:{"choices":[{"delta":{"content":"b"}}]}'
+    response = httpx2.Response(200, content=body, request=httpx2.Request("GET", "http://provider.test/"))
+    assert [
+        c.text
+        for c in openai_sdk._chunks(
+            response,
+            openai_sdk.Capabilities(
+                stream_options=True, usage_unasked=False, output_tokens_param="max_tokens", image_formats=frozenset()
+            ),
+        )
+    ] == ["a", "b"]
+
+
 def test_a_429_is_transient_and_carries_retry_after(demo):
     with pytest.raises(providers.ProviderError) as caught:
         run(demo, "[demo:fail=429] hi")
