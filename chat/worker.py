@@ -23,7 +23,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from chat import providers, streams
+from chat import claim, providers, streams
 from chat.costs import reply_cost
 from chat.models import Message, ModelSpec
 from chat.tokens import estimate_output_tokens
@@ -63,15 +63,25 @@ class _Outcome:
         return "".join(self.parts)
 
 
-def _provider_messages(message: Message, spec: ModelSpec) -> list[dict]:
-    by_id = Message.objects.in_bulk(message.context_ids)
-    triples = [
-        (m.role, m.content, m.attachments if spec.image_input else [])
-        for pk in message.context_ids
-        if (m := by_id.get(pk)) is not None
-    ]
+def _provider_messages(message: Message, spec: ModelSpec, context: dict[int, tuple[str, str, list]]) -> list[dict]:
+    """The model's request: the system prompt, then the context's messages (`context`:
+    id -> (role, content, attachments)) in the reply's order; images only to a model that reads them."""
+    triples = []
+    for pk in message.context_ids:
+        if (found := context.get(pk)) is not None:
+            role, content, attachments = found
+            triples.append((role, content, attachments if spec.image_input else []))
     system = [("system", message.conversation.system_prompt, [])] if message.conversation.system_prompt else []
     return providers.to_openai_messages(system + triples)
+
+
+def _context(message: Message) -> dict[int, tuple[str, str, list]]:
+    return {
+        pk: (role, content, attachments)
+        for pk, role, content, attachments in Message.objects.filter(pk__in=message.context_ids).values_list(
+            "pk", "role", "content", "attachments"
+        )
+    }
 
 
 def _backoff(attempt: int) -> float:
@@ -159,28 +169,39 @@ def _stream(
 
 def message_run(*, message_id: int) -> None:
     """The worker's body: claim the reply, stream it from the model, settle it once."""
-    claimed = Message.objects.filter(pk=message_id, role=Message.Role.ASSISTANT, status=Message.Status.QUEUED).update(
-        status=Message.Status.STREAMING, started_at=timezone.now()
-    )
-    if not claimed:
-        # A second delivery of the task, a cancelled reply, or a deleted conversation.
-        log.info("reply not queued; nothing to do", extra={"message_id": message_id})
-        return
     # The time left is read on the database's clock, which set the hold's expiry and
     # which the sweep reads: a worker whose own clock is off neither starts a reply it
     # can't settle in time nor drops one that has time.
-    message = _when_the_database_answers(
-        lambda: (
-            Message.objects.select_related("model", "hold", "conversation").annotate(db_now=Now()).get(pk=message_id)
-        ),
-        message_id=message_id,
-        doing="starting a reply",
-        seconds=DEADLINE_MARGIN_SECONDS,
-    )
+    if connection.vendor == "postgresql":
+        # Claim, reply, clock and context: one statement (chat/claim.py).
+        claimed = claim.claim(message_id, started_at=timezone.now())
+        if claimed is None:
+            # A second delivery of the task, a cancelled reply, or a deleted conversation.
+            log.info("reply not queued; nothing to do", extra={"message_id": message_id})
+            return
+        message, db_now, context = claimed.message, claimed.db_now, claimed.context
+    else:
+        claimed_rows = Message.objects.filter(
+            pk=message_id, role=Message.Role.ASSISTANT, status=Message.Status.QUEUED
+        ).update(status=Message.Status.STREAMING, started_at=timezone.now())
+        if not claimed_rows:
+            log.info("reply not queued; nothing to do", extra={"message_id": message_id})
+            return
+        message = _when_the_database_answers(
+            lambda: (
+                Message.objects.select_related("model", "hold", "conversation")
+                .annotate(db_now=Now())
+                .get(pk=message_id)
+            ),
+            message_id=message_id,
+            doing="starting a reply",
+            seconds=DEADLINE_MARGIN_SECONDS,
+        )
+        db_now, context = message.db_now, None
     log.info("reply claimed", extra={"message_id": message_id, "model": message.model.slug})
     writer = streams.ReplyWriter(message, linger=settings.REPLY_COALESCE_MS / 1000)
     hold = message.hold
-    left = (hold.expires_at - message.db_now).total_seconds() if hold else 0
+    left = (hold.expires_at - db_now).total_seconds() if hold else 0
     if hold is None or hold.status != Hold.Status.PENDING or left <= DEADLINE_MARGIN_SECONDS:
         message_fail(
             message,
@@ -197,12 +218,14 @@ def message_run(*, message_id: int) -> None:
     # connection must stay.)
     try:
         # The context is read before the connection goes back: the call then needs none.
-        request = _when_the_database_answers(
-            lambda: _provider_messages(message, message.model),
-            message_id=message_id,
-            doing="starting a reply",
-            seconds=DEADLINE_MARGIN_SECONDS,
-        )
+        if context is None:
+            context = _when_the_database_answers(
+                lambda: _context(message),
+                message_id=message_id,
+                doing="starting a reply",
+                seconds=DEADLINE_MARGIN_SECONDS,
+            )
+        request = _provider_messages(message, message.model, context)
     except Exception:
         log.exception("reply failed unexpectedly", extra={"message_id": message_id})
         request = None

@@ -132,17 +132,18 @@ def test_a_settle_is_one_statement_on_postgresql(conversation, queued, monkeypat
     monkeypatch.setattr(worker, "BATCH_MARGIN_SECONDS", 10**9)  # on this thread's connection, to count it
     reply = services.message_send(user=conversation.user, conversation=conversation, content="hi", model="demo")
     sql = _run_counted(reply.pk)
-    # 1 claim: UPDATE ... WHERE status = 'queued'
-    # 2 the reply with its model, hold and conversation, and the database's clock
-    # 3 the context's messages
+    # 1 the claim (UPDATE ... WHERE status = 'queued') returning the reply, with its
+    #   model, hold and conversation, the database's clock and the context's messages:
+    #   one statement
     # (the model is called with no connection held)
-    # 4 the settlement: lock the reply if still streaming, post the hold (entry, digest
+    # 2 the settlement: lock the reply if still streaming, post the hold (entry, digest
     #   chain, balance), end the reply with its text, tokens and cost: one statement
     # and nothing else: the `done` event takes the wallet's balance from the settlement,
     # and the automatic top-up's check is skipped (the settlement saw this wallet has none).
-    assert len(sql) == 4, "\n".join(sql)
-    assert sql[0].startswith('UPDATE "chat_message" SET "status" = \'streaming\'')
-    settle = sql[3]
+    assert len(sql) == 2, "\n".join(sql)
+    assert sql[0].startswith('WITH c AS ( UPDATE "chat_message" SET status = ')
+    assert "jsonb_array_elements_text(c.context_ids)" in sql[0] and "now()" in sql[0]
+    settle = sql[1]
     assert settle.startswith("WITH g AS (SELECT id FROM chat_message") and "INSERT INTO wallet_entry" in settle
     assert "UPDATE chat_message SET status" in settle
     reply.refresh_from_db()
@@ -163,9 +164,9 @@ def test_a_settle_goes_through_the_group_commit_on_postgresql(conversation, queu
     reply = services.message_send(user=conversation.user, conversation=conversation, content="hi", model="demo")
     before = batching._batcher.batches
     sql = _run_counted(reply.pk)
-    # claim, load, context: the settlement ran in the batcher's transaction (and the
-    # automatic top-up's check is skipped: the batch saw that this wallet has none)
-    assert len(sql) == 3, "\n".join(sql)
+    # the claim with its load and context: the settlement ran in the batcher's transaction
+    # (and the automatic top-up's check is skipped: the batch saw that this wallet has none)
+    assert len(sql) == 1, "\n".join(sql)
     assert batching._batcher.batches == before + 1
     reply.refresh_from_db()
     assert reply.status == Message.Status.DONE and reply.hold.status == Hold.Status.POSTED
@@ -273,8 +274,8 @@ def test_a_late_settlement_refused_in_a_batch_is_still_paid_by_the_late_rules(co
 
 
 def test_the_context_is_read_before_the_connection_goes_back_for_the_model_call(conversation, queued, monkeypatch):
-    """The first token waits on no reconnection: claim, load and context on one connection,
-    then the model is called with none held."""
+    """The first token waits on no reconnection: claim, load and context on one connection
+    (one statement on PostgreSQL), then the model is called with none held."""
     reply = services.message_send(user=conversation.user, conversation=conversation, content="hi", model="demo")
     seen = []
     call = worker.providers.chat_stream
@@ -289,6 +290,7 @@ def test_the_context_is_read_before_the_connection_goes_back_for_the_model_call(
         worker.message_run(message_id=reply.pk)
     ((closed, ran),) = seen
     assert closed, "the model was called with a database connection held"
-    assert ran - before == 3, "\n".join(_statements(queries))  # claim, load, context: all before the call
+    expected = 1 if connection.vendor == "postgresql" else 3  # claim, load, context: all before the call
+    assert ran - before == expected, "\n".join(_statements(queries))
     reply.refresh_from_db()
     assert reply.status == Message.Status.DONE

@@ -1,0 +1,111 @@
+"""The worker's claim on PostgreSQL: one statement takes a queued reply (queued ->
+streaming) and returns what its model call needs: the reply with its model, hold and
+conversation, the database's clock, and the context's messages.
+
+Three round trips before (the claim, the reply's read, the context's), one now: the
+first token waits on one statement, and the worker's thread builds the rows itself
+instead of through three compiled ORM queries. SQLite keeps the ORM's three statements
+(chat/worker.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import Model
+
+from chat.models import Conversation, Message, ModelSpec
+from wallet import ledger_sql
+from wallet.models import Hold
+
+
+@dataclass
+class Claimed:
+    message: Message  # with .model, .hold and .conversation loaded
+    db_now: dt.datetime
+    context: dict[int, tuple[str, str, list]]  # id -> (role, content, attachments)
+
+
+def _columns(model: type[Model], alias: str) -> str:
+    return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields)
+
+
+def _sql() -> str:
+    q = connection.ops.quote_name
+    message = q(Message._meta.db_table)
+    # The UPDATE's RETURNING gives the reply as it is now (streaming); the context's
+    # messages are other rows, read in the same snapshot.
+    return f"""WITH c AS (
+    UPDATE {message} SET status = %(streaming)s, started_at = %(started)s
+    WHERE id = %(id)s AND role = %(assistant)s AND status = %(queued)s
+    RETURNING {_columns(Message, message)}
+)
+SELECT {_columns(Message, "c")}, {_columns(ModelSpec, "s")}, {_columns(Hold, "h")}, {_columns(Conversation, "v")},
+    now(),
+    (SELECT json_agg(json_build_array(x.id, x.role, x.content, x.attachments))::text FROM {message} x
+     WHERE x.id IN (SELECT value::bigint FROM jsonb_array_elements_text(c.context_ids)))
+FROM c
+JOIN {q(Conversation._meta.db_table)} v ON v.id = c.conversation_id
+LEFT JOIN {q(ModelSpec._meta.db_table)} s ON s.id = c.model_id
+LEFT JOIN {q(Hold._meta.db_table)} h ON h.id = c.hold_id"""
+
+
+def _converters(model: type[Model], alias: str) -> list[tuple]:
+    """Each column's converters, as Django's compiler applies them to a query's rows."""
+    out = []
+    for field in model._meta.concrete_fields:
+        col = field.get_col(alias)
+        out.append((col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
+    return out
+
+
+_MODELS = ((Message, "c"), (ModelSpec, "s"), (Hold, "h"), (Conversation, "v"))
+_plan: dict[str, object] = {}
+
+
+def _instance(model: type[Model], converters: list[tuple], values: tuple) -> Model | None:
+    if values[[f.primary_key for f in model._meta.concrete_fields].index(True)] is None:
+        return None  # no such row (a LEFT JOIN's miss)
+    converted = []
+    for value, (col, funcs) in zip(values, converters, strict=True):
+        for func in funcs:
+            value = func(value, col, connection)
+        converted.append(value)
+    return model.from_db(connection.alias, [f.attname for f in model._meta.concrete_fields], converted)
+
+
+def claim(message_id: int, *, started_at: dt.datetime) -> Claimed | None:
+    """Claim the reply and load it, in one statement; None if it was not queued (a second
+    delivery of the task, a cancelled reply, a deleted conversation)."""
+    if "sql" not in _plan:
+        _plan["sql"] = _sql()
+        _plan["converters"] = [(model, _converters(model, alias)) for model, alias in _MODELS]
+    params = {
+        "id": message_id,
+        "started": started_at,
+        "streaming": Message.Status.STREAMING,
+        "queued": Message.Status.QUEUED,
+        "assistant": Message.Role.ASSISTANT,
+    }
+    with ledger_sql.cursor() as cursor:
+        cursor.execute(_plan["sql"], params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    instances = []
+    at = 0
+    for model, converters in _plan["converters"]:
+        instances.append(_instance(model, converters, row[at : at + len(converters)]))
+        at += len(converters)
+    message, spec, hold, conversation = instances
+    for name, related in (("model", spec), ("hold", hold), ("conversation", conversation)):
+        Message._meta.get_field(name).set_cached_value(message, related)
+    db_now, context = row[at], row[at + 1]
+    return Claimed(
+        message=message,
+        db_now=db_now,
+        context={pk: (role, content, attachments) for pk, role, content, attachments in json.loads(context or "[]")},
+    )
