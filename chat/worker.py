@@ -106,7 +106,10 @@ def _stream(
     outcome = _Outcome()
     attempt = 0
     while True:
-        if streams.cancel_requested(message):
+        # The first call asks nothing more of Redis: the claim read the reply's cancel flag
+        # (a cancel sets it before anything else), and one that comes after the claim is
+        # seen within a few chunks, as for any streaming reply. A retry asks again.
+        if message.cancel_requested if attempt == 0 else streams.cancel_requested(message):
             outcome.cancelled = True
             return outcome
         try:

@@ -197,6 +197,44 @@ def test_cancel_before_the_worker_starts_charges_nothing(conversation):
     assert balance(conversation.user) == START
 
 
+def test_the_first_model_call_waits_on_no_cancel_check(conversation, monkeypatch):
+    """Between the claim and the model call the worker asks Redis nothing: the claim read
+    the reply's cancel flag. (A cancel after the claim is seen within a few chunks.)"""
+    reply = send(conversation, "[demo:tokens=12] hi")
+    seen: list[str] = []
+    call, check = worker.providers.chat_stream, streams.cancel_requested
+
+    def chat_stream(**kwargs):
+        seen.append("call")
+        return call(**kwargs)
+
+    def cancel_requested(message):
+        seen.append("cancel check")
+        return check(message)
+
+    monkeypatch.setattr(worker.providers, "chat_stream", chat_stream)
+    monkeypatch.setattr(streams, "cancel_requested", cancel_requested)
+    worker.message_run(message_id=reply.pk)
+    assert seen[0] == "call"
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.DONE
+
+
+def test_a_cancel_flag_the_claim_reads_stops_the_reply_before_the_model_is_called(conversation, monkeypatch):
+    """A cancel whose Redis flag could not be written still left the reply's own flag: the
+    worker, which reads it with the claim, calls no model and charges nothing."""
+    reply = send(conversation, "[demo:tokens=5] hi")
+    Message.objects.filter(pk=reply.pk).update(cancel_requested=True)
+    calls = []
+    monkeypatch.setattr(worker.providers, "chat_stream", lambda **kwargs: calls.append(kwargs))
+    worker.message_run(message_id=reply.pk)
+    reply.refresh_from_db()
+    assert calls == []
+    assert reply.status == Message.Status.CANCELLED and reply.cost == 0
+    assert balance(conversation.user) == START
+    assert events_of(reply)[-1].data["status"] == "cancelled"
+
+
 def test_cancel_mid_stream_pays_for_what_was_generated(conversation):
     reply = send(conversation, "[demo:tokens=400][demo:tps=40] a long one")
 
