@@ -454,13 +454,25 @@ class MessageSendApi(ChatApi):
         responses={202: ReplyAcceptedSerializer, **_SEND_ERRORS},
     )
     def post(self, request: Request, conversation_id: int) -> Response:
-        conversation = get_conversation_for_user(user=request.user, conversation_id=conversation_id)
-        key = _idempotency_key(request)
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        reply = services.message_send(
-            user=request.user, conversation=conversation, idempotency_key=key, **serializer.validated_data
-        )
+        # Another user's (or no) conversation is a 404 before anything else is said. On the
+        # common send (no Idempotency-Key, a named model) the send's own lock of the
+        # conversation, which matches its owner, is that check: one statement fewer; any
+        # refusal then looks the conversation up first, so the answers stay as they were.
+        looked_up = None
+        try:
+            key = _idempotency_key(request)
+            serializer = self.InputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+            if key or data["model"] == services.AUTO:
+                # A repeated key answers from its record, and Auto reads the history, before the lock.
+                looked_up = get_conversation_for_user(user=request.user, conversation_id=conversation_id)
+            conversation = looked_up or Conversation(pk=conversation_id, user=request.user)
+            reply = services.message_send(user=request.user, conversation=conversation, idempotency_key=key, **data)
+        except Exception:
+            if looked_up is None:
+                get_conversation_for_user(user=request.user, conversation_id=conversation_id)
+            raise
         return _accepted(reply)
 
 

@@ -17,7 +17,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
-from chat import providers, streams
+from chat import providers, send_sql, streams
 from chat.costs import reply_cost
 from chat.errors import Conflict, Gone, InvalidMessage, ModelUnavailable, ServiceUnavailable, TooManyReplies
 from chat.models import Conversation, Message, ModelSpec
@@ -252,6 +252,28 @@ def _reply_create(
 ) -> Message:
     """Trim the context and store a queued reply, in the caller's transaction; `_reply_hold`
     then holds its worst case, as that transaction's last statement."""
+    chosen, total = _reply_context(conversation=conversation, spec=spec, candidates=candidates)
+    # The reply keeps the prices it is held at: a price change never alters it.
+    prices = spec.prices_snapshot()
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.QUEUED,
+        model=spec,
+        requested_model=requested_model,
+        routed_by=routed_by,
+        retry_of=retry_of,
+        escalation_of=escalation_of,
+        route_category=route_category,
+        context_ids=[m.pk for m in chosen],
+        input_estimate=total,
+        prices=prices,
+    )
+
+
+def _reply_context(*, conversation: Conversation, spec: ModelSpec, candidates: list) -> tuple[list, int]:
+    """The context a reply is sent (the prompt, `candidates[-1]`, last) and its input estimate;
+    a prompt too long for the model is refused."""
     budget = spec.context_window - spec.max_output_tokens
     prompt = candidates[-1]
     if spec.image_input:
@@ -274,22 +296,7 @@ def _reply_create(
         chosen.append(earlier)
         total += tokens
     chosen.reverse()
-    # The reply keeps the prices it is held at: a price change never alters it.
-    prices = spec.prices_snapshot()
-    return Message.objects.create(
-        conversation=conversation,
-        role=Message.Role.ASSISTANT,
-        status=Message.Status.QUEUED,
-        model=spec,
-        requested_model=requested_model,
-        routed_by=routed_by,
-        retry_of=retry_of,
-        escalation_of=escalation_of,
-        route_category=route_category,
-        context_ids=[m.pk for m in chosen],
-        input_estimate=total,
-        prices=prices,
-    )
+    return chosen, total
 
 
 def _reply_hold(reply: Message, *, wallet_id: int) -> None:
@@ -325,7 +332,12 @@ def _check_in_flight(user: AbstractBaseUser) -> None:
     the worker pool while another user's reply waits.
     """
     cap = settings.MAX_REPLIES_IN_FLIGHT_PER_USER
-    if cap and replies_in_flight(user=user) >= cap:
+    _refuse_past_cap(replies_in_flight(user=user) if cap else 0)
+
+
+def _refuse_past_cap(in_flight: int) -> None:
+    cap = settings.MAX_REPLIES_IN_FLIGHT_PER_USER
+    if cap and in_flight >= cap:
         raise TooManyReplies(
             f"You already have {cap} {'reply' if cap == 1 else 'replies'} running, the most at once. "
             "Wait for one to finish (or stop one), then send again."
@@ -416,23 +428,60 @@ def _send(
         raise InvalidMessage(f"{spec.name} does not take images.", code="images_not_supported")
     with transaction.atomic():
         locked, wallet_id = _lock_for_send(conversation, user=user, title=_title_from(content))
-        history = _history(locked)
-        _check_in_flight(user)
-        prompt = Message.objects.create(
-            conversation=locked, role=Message.Role.USER, content=content, attachments=images
-        )
-        reply = _reply_create(
-            conversation=locked,
-            spec=spec,
-            requested_model=model,
-            routed_by=routed_by,
-            candidates=[*history, prompt],
-        )
+        if send_sql.enabled():
+            reply = _store_in_two_statements(
+                locked, user=user, content=content, images=images, spec=spec, model=model, routed_by=routed_by
+            )
+        else:
+            history = _history(locked)
+            _check_in_flight(user)
+            prompt = Message.objects.create(
+                conversation=locked, role=Message.Role.USER, content=content, attachments=images
+            )
+            reply = _reply_create(
+                conversation=locked,
+                spec=spec,
+                requested_model=model,
+                routed_by=routed_by,
+                candidates=[*history, prompt],
+            )
         remember(reply)
         _reply_hold(reply, wallet_id=wallet_id)  # the last statement: the wallet's row is locked to the commit
         failures = _enqueue_after_commit(reply)
     _raise_if_not_queued(failures)
     return reply
+
+
+def _store_in_two_statements(
+    locked: Conversation,
+    *,
+    user: AbstractBaseUser,
+    content: str,
+    images: list[dict],
+    spec: ModelSpec,
+    model: str,
+    routed_by: str,
+) -> Message:
+    """PostgreSQL: the history with the count in flight, then the prompt's and the reply's
+    INSERTs (chat/send_sql.py): the same checks and rows as the ORM path, in two statements."""
+    history, in_flight = send_sql.history_and_in_flight(
+        conversation_id=locked.pk, user_id=user.pk, count=bool(settings.MAX_REPLIES_IN_FLIGHT_PER_USER)
+    )
+    _refuse_past_cap(in_flight)
+    prompt = send_sql.Said(None, Message.Role.USER, content, images)
+    chosen, total = _reply_context(conversation=locked, spec=spec, candidates=[*history, prompt])
+    return send_sql.insert_pair(
+        conversation_id=locked.pk,
+        content=content,
+        attachments=images,
+        spec=spec,
+        requested_model=model,
+        routed_by=routed_by,
+        context_before=[m.pk for m in chosen[:-1]],
+        input_estimate=total,
+        prices=spec.prices_snapshot(),
+        created_at=timezone.now(),
+    )
 
 
 def message_retry(*, user: AbstractBaseUser, message: Message, idempotency_key: str = "") -> Message:

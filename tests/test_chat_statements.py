@@ -41,7 +41,7 @@ def _statements(queries: CaptureQueriesContext) -> list[str]:
     return [" ".join(q["sql"].split()) for q in queries.captured_queries]
 
 
-def test_a_send_is_nine_statements_on_postgresql_and_the_hold_is_the_last_before_commit(conversation):
+def test_a_send_is_seven_statements_on_postgresql_and_the_hold_is_the_last_before_commit(conversation):
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL's count; SQLite's is below")
     with CaptureQueriesContext(connection) as queries:
@@ -51,23 +51,72 @@ def test_a_send_is_nine_statements_on_postgresql_and_the_hold_is_the_last_before
     # 2 BEGIN
     # 3 lock the user's row, then the conversation's, and touch it (updated_at), returning
     #   its system prompt and the wallet's id: one UPDATE ... RETURNING
-    # 4 the history
-    # 5 the count of replies in flight (the cap)
-    # 6 the prompt's INSERT
-    # 7 the reply's INSERT
-    # 8 the hold, which also sets the reply's hold_id: one statement, the wallet row's lock
-    # 9 COMMIT
-    assert len(sql) == 9, "\n".join(sql)
+    # 4 the history, with the count of replies in flight (the cap) in the same statement
+    # 5 the prompt's and the reply's INSERTs: one statement
+    # 6 the hold, which also sets the reply's hold_id: one statement, the wallet row's lock
+    # 7 COMMIT
+    assert len(sql) == 7, "\n".join(sql)
     assert "chat_modelspec" in sql[0]
     assert sql[1] == "BEGIN"
     assert sql[2].startswith("WITH u AS (SELECT id FROM auth_user") and "UPDATE chat_conversation" in sql[2]
-    assert "INSERT INTO wallet_hold" in sql[7] and "UPDATE chat_message SET hold_id" in sql[7]
-    assert sql[8] == "COMMIT"
-    assert not any("wallet_account" in s and "FOR UPDATE" in s for s in sql[:7])  # the wallet is locked last
+    assert "count(*)" in sql[3] and "FROM chat_message" in sql[3]
+    assert sql[4].startswith("WITH p AS ( INSERT INTO chat_message") and sql[4].count("INSERT INTO chat_message") == 2
+    assert "INSERT INTO wallet_hold" in sql[5] and "UPDATE chat_message SET hold_id" in sql[5]
+    assert sql[6] == "COMMIT"
+    assert not any("wallet_account" in s and "FOR UPDATE" in s for s in sql[:5])  # the wallet is locked last
     reply.refresh_from_db()
     assert reply.hold_id == Hold.objects.get(idempotency_key=f"message:{reply.pk}").pk
     assert Account.objects.get(user=conversation.user).held == reply.hold.amount
     assert ledger_audit() == []
+
+
+def test_the_two_statements_store_what_the_orm_path_stores(conversation, settings):
+    """The history (and the count in flight) and the INSERTs of chat/send_sql.py: the same
+    rows, and the same context, as the ORM's path, on PostgreSQL."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the two statements are PostgreSQL's")
+    from chat import send_sql
+
+    settings.MAX_REPLIES_IN_FLIGHT_PER_USER = 5
+    user = conversation.user
+    image = {"type": "image", "url": "https://example.com/cat.png"}
+    history, in_flight = send_sql.history_and_in_flight(conversation_id=conversation.pk, user_id=user.pk, count=True)
+    orm_history = services._history(conversation)
+    assert [(m.pk, m.role, m.content, m.attachments) for m in history] == [
+        (m.pk, m.role, m.content, m.attachments) for m in orm_history
+    ]
+    assert in_flight == 0
+    reply = services.message_send(user=user, conversation=conversation, content="again", model="demo")
+    _, in_flight = send_sql.history_and_in_flight(conversation_id=conversation.pk, user_id=user.pk, count=True)
+    assert in_flight == 1  # the reply just queued
+    stored = Message.objects.get(pk=reply.pk)
+    prompt = Message.objects.get(pk=stored.context_ids[-1])
+    assert (prompt.role, prompt.content, prompt.status, prompt.conversation_id) == (
+        "user",
+        "again",
+        "done",
+        conversation.pk,
+    )
+    assert stored.context_ids == [m.pk for m in orm_history] + [prompt.pk] == reply.context_ids
+    for name in ("status", "model_id", "requested_model", "routed_by", "input_estimate", "prices", "created_at"):
+        assert getattr(stored, name) == getattr(reply, name), name
+    assert stored.input_estimate > 0 and stored.hold_id == reply.hold.pk
+    # An empty conversation still counts what is in flight; attachments come back as stored.
+    empty = Conversation.objects.create(user=user)
+    history, in_flight = send_sql.history_and_in_flight(conversation_id=empty.pk, user_id=user.pk, count=True)
+    assert (history, in_flight) == ([], 1)
+    Message.objects.create(conversation=empty, role="user", content="look", attachments=[image])
+    history, _ = send_sql.history_and_in_flight(conversation_id=empty.pk, user_id=user.pk, count=False)
+    assert [(m.content, m.attachments) for m in history] == [("look", [image])]
+
+
+def test_the_insert_names_every_column_of_the_message_table():
+    """chat_message has no database defaults: a column the INSERT leaves out would break sends."""
+    from chat import send_sql
+
+    assert sorted(send_sql.INSERT_COLUMNS) == sorted(
+        f.column for f in Message._meta.concrete_fields if not f.primary_key
+    )
 
 
 def test_a_send_on_sqlite_is_one_short_transaction_with_the_hold_last(conversation):
