@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import renderers, serializers, status
@@ -485,6 +485,9 @@ class MessageDetailApi(ChatApi):
 
 class MessageStreamApi(ChatApi):
     renderer_classes = [renderers.JSONRenderer, EventStreamRenderer]
+    # Reading a reply spends nothing: the key as verified within API_CACHE_SECONDS in this
+    # process will do, as for the sends (a revoked key reads no more after that time).
+    api_key_cache = True
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
@@ -524,7 +527,9 @@ class MessageStreamApi(ChatApi):
         },
     )
     def get(self, request: Request, message_id: int) -> StreamingHttpResponse:
-        message = get_message_for_user(user=request.user, message_id=message_id)
+        message = streams.message_for_reader(user_id=request.user.pk, message_id=message_id)
+        if message is None:
+            raise Http404("No such message.")
         if message.role != Message.Role.ASSISTANT:
             raise ApiError(code="not_a_reply", message="Only a reply has a stream.")
         after = request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id") or "0-0"

@@ -166,3 +166,21 @@ def test_a_queued_reply_is_read_from_its_stream_without_a_database_read(reply, d
     threading.Thread(target=later).start()
     with django_assert_num_queries(0):
         assert text_of(events(reply)) == "soon"
+
+
+def test_a_reader_looks_its_message_up_in_one_statement_and_names_the_same_stream(
+    reply, alice, bob, django_assert_num_queries
+):
+    with django_assert_num_queries(1):
+        found = streams.message_for_reader(user_id=alice.pk, message_id=reply.pk)
+    assert (found.pk, found.role, found.status, found.conversation_id) == (
+        reply.pk,
+        "assistant",
+        "streaming",
+        reply.conversation_id,
+    )
+    assert found.created_at == Message.objects.get(pk=reply.pk).created_at
+    assert streams.stream_key(found) == streams.stream_key(reply)
+    assert streams.message_for_reader(user_id=bob.pk, message_id=reply.pk) is None  # not bob's: a 404
+    assert streams.message_for_reader(user_id=alice.pk, message_id=reply.pk + 1000) is None
+    assert streams.message_for_reader(user_id=alice.pk, message_id=2**63) is None  # past BIGINT: no row, no error
