@@ -38,4 +38,9 @@ def messages_fail_stale() -> int:
 
 
 def message_enqueue(*, message_id: int) -> None:
+    from chat import publish
+
+    if publish.available(message_run.app):  # one LPUSH of the same message (chat/publish.py)
+        publish.publish(message_run.app, message_run.name, (message_id,), retry_policy=PUBLISH_RETRY_POLICY)
+        return
     message_run.apply_async((message_id,), retry=True, retry_policy=PUBLISH_RETRY_POLICY)
