@@ -208,7 +208,7 @@ def _accepted(reply: Message) -> Response:
     data = {
         "id": reply.pk,
         # A reply is accepted queued; a repeat of its Idempotency-Key answers the same 202.
-        "status": Message.Status.QUEUED,
+        "status": Message.Status.QUEUED.value,
         "model": reply.model.slug,
         "hold": reply.hold.amount,
         "routed_by": reply.routed_by,
@@ -216,7 +216,9 @@ def _accepted(reply: Message) -> Response:
         "user_message": prompt_id,
         "stream_url": f"/api/v1/messages/{reply.pk}/stream",
     }
-    return Response(ReplyAcceptedSerializer(data).data, status=status.HTTP_202_ACCEPTED)
+    # Already in ReplyAcceptedSerializer's shape (the schema's): passing it through the
+    # serializer again would only copy it.
+    return Response(data, status=status.HTTP_202_ACCEPTED)
 
 
 IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(

@@ -29,6 +29,7 @@ from chat.tokens import REPLY_PRIMING_TOKENS, model_message_tokens
 from chat.usage_records import usage_keep_for_deletion
 from chat.worker import RUNNING, announce_done, message_fail
 from openai_api.key_spend import acting_key, key_hold
+from wallet import ledger_sql
 from wallet.models import Account
 from wallet.services import wallet_for_user, wallet_hold, wallet_void
 
@@ -109,7 +110,8 @@ def _lock_for_send(conversation: Conversation, *, user: AbstractBaseUser, title:
     else:  # SQLite: a write transaction holds the whole database already
         sql = f"UPDATE chat_conversation {touch} WHERE id = %s AND user_id = %s {returning}"
         params = [now, title[:200], conversation.pk, user.pk]
-    with connection.cursor() as cursor:
+    # Prepared on PostgreSQL (planned once per connection, as the send's other statements).
+    with ledger_sql.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
