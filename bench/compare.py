@@ -9,7 +9,9 @@
 
 Prints, for each target, the latency it adds to the first token (p50/p95) and to the
 whole 20-token reply over the direct call, and sustained streamed replies/s at N
-concurrent users; the last line is one JSON object.
+concurrent users; with `--procs name=pid,...`, the CPU each process (with its children:
+PostgreSQL's backends) spent per reply in each target's sustained phase, from
+/proc/<pid>/stat. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +28,40 @@ import httpx2 as httpx
 
 PROMPT = "[demo:tokens=20] benchmark"
 TARGETS = ("direct", "litellm", "chat", "v1")
+
+
+TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, CPU ticks of the process and of the children it has reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # After the name: state ppid ... utime(12) stime(13) cutime(14) cstime(15), 0-based from state.
+    return int(fields[1]), sum(int(x) for x in fields[11:15])
+
+
+def cpu_ms(roots: dict[str, int]) -> dict[str, float]:
+    """CPU milliseconds so far of each named process and its descendants."""
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (st := _stat(int(entry))) is not None:
+            stats[int(entry)] = st
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    out = {}
+    for name, root in roots.items():
+        total, todo = 0, [root]
+        while todo:
+            pid = todo.pop()
+            total += stats.get(pid, (0, 0))[1]
+            todo.extend(children.get(pid, ()))
+        out[name] = total * TICK_MS
+    return out
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -149,17 +186,19 @@ async def sustained(
 
 
 async def run(args: argparse.Namespace) -> dict:
-    clients = {
-        "direct": OpenAIShaped(args.demo, "demo").reply,
-        "litellm": OpenAIShaped(args.litellm, args.litellm_key).reply,
-        "chat": ChatPath(args.panels, args.key).reply,
-        "v1": OpenAIShaped(f"{args.panels}/v1", args.key).reply,
+    targets = args.targets
+    every = {
+        "direct": lambda: OpenAIShaped(args.demo, "demo").reply,
+        "litellm": lambda: OpenAIShaped(args.litellm, args.litellm_key).reply,
+        "chat": lambda: ChatPath(args.panels, args.key).reply,
+        "v1": lambda: OpenAIShaped(f"{args.panels}/v1", args.key).reply,
     }
+    clients = {name: every[name]() for name in targets}
     await latency(clients, 5)  # warm up connections, caches and pools
     lat = await latency(clients, args.runs)
-    results: dict = {"runs": args.runs, "users": args.users}
+    results: dict = {"runs": args.runs, "users": args.users, "targets_run": list(targets)}
     base_first, base_whole = lat["first"]["direct"], lat["whole"]["direct"]
-    for name in TARGETS:
+    for name in targets:
         f, w = lat["first"][name], lat["whole"][name]
         results[name] = {
             "first_p50_ms": statistics.median(f) * 1000,
@@ -169,11 +208,17 @@ async def run(args: argparse.Namespace) -> dict:
             "added_whole_p50_ms": (statistics.median(w) - statistics.median(base_whole)) * 1000,
             "added_whole_p95_ms": (percentile(w, 0.95) - percentile(base_whole, 0.95)) * 1000,
         }
-    totals = {name: [0, 0, 0.0] for name in TARGETS}
+    totals = {name: [0, 0, 0.0] for name in targets}
+    roots = dict(args.procs, client=os.getpid())
+    cpu = {name: dict.fromkeys(roots, 0.0) for name in targets}
     for r in range(args.rounds):
-        order = list(TARGETS[r % len(TARGETS) :] + TARGETS[: r % len(TARGETS)])
+        order = list(targets[r % len(targets) :] + targets[: r % len(targets)])
         for name in order:
+            before = cpu_ms(roots)
             done, errors, took = await sustained(clients[name], args.users, args.seconds)
+            after = cpu_ms(roots)
+            for proc in roots:
+                cpu[name][proc] += after[proc] - before[proc]
             totals[name][0] += done
             totals[name][1] += errors
             totals[name][2] += took
@@ -181,12 +226,15 @@ async def run(args: argparse.Namespace) -> dict:
     for name, (done, errors, took) in totals.items():
         results[name]["replies_per_s"] = done / took
         results[name]["errors"] = errors
+        if args.procs:
+            results[name]["cpu_ms_per_reply"] = {proc: ms / max(done, 1) for proc, ms in cpu[name].items()}
     return results
 
 
 def report(results: dict) -> None:
+    targets = results["targets_run"]
     print(f"latency over {results['runs']} interleaved rounds (20-token replies); added = minus the direct call")
-    for name in TARGETS:
+    for name in targets:
         r = results[name]
         line = f"{name:8s} first token p50 {r['first_p50_ms']:6.1f} ms p95 {r['first_p95_ms']:6.1f} ms"
         if name != "direct":
@@ -196,17 +244,22 @@ def report(results: dict) -> None:
             )
         print(line)
     print(f"sustained streamed replies/s at {results['users']} concurrent users")
-    for name in TARGETS:
-        print(f"{name:8s} {results[name]['replies_per_s']:7.1f} replies/s ({results[name]['errors']} errors)")
-    lite = results["litellm"]
-    checks = {
-        "v1_first_p50_le_litellm": results["v1"]["added_first_p50_ms"] <= lite["added_first_p50_ms"],
-        "v1_first_p95_le_litellm": results["v1"]["added_first_p95_ms"] <= lite["added_first_p95_ms"],
-        "chat_first_p50_le_litellm": results["chat"]["added_first_p50_ms"] <= lite["added_first_p50_ms"],
-        "chat_first_p95_le_litellm": results["chat"]["added_first_p95_ms"] <= lite["added_first_p95_ms"],
-        "v1_rps_ge_litellm": results["v1"]["replies_per_s"] >= lite["replies_per_s"],
-        "chat_rps_ge_2x_litellm": results["chat"]["replies_per_s"] >= 2 * lite["replies_per_s"],
-    }
+    for name in targets:
+        line = f"{name:8s} {results[name]['replies_per_s']:7.1f} replies/s ({results[name]['errors']} errors)"
+        if "cpu_ms_per_reply" in results[name]:
+            line += " | CPU ms per reply: " + " ".join(
+                f"{proc} {ms:.2f}" for proc, ms in results[name]["cpu_ms_per_reply"].items()
+            )
+        print(line)
+    lite = results.get("litellm")
+    checks = {}
+    for name in ("v1", "chat"):
+        if lite is None or name not in results:
+            continue
+        mine = results[name]
+        checks[f"{name}_first_p50_le_litellm"] = mine["added_first_p50_ms"] <= lite["added_first_p50_ms"]
+        checks[f"{name}_first_p95_le_litellm"] = mine["added_first_p95_ms"] <= lite["added_first_p95_ms"]
+        checks[f"{name}_rps_ge_2x_litellm"] = mine["replies_per_s"] >= 2 * lite["replies_per_s"]
     for name, ok in checks.items():
         print(f"target {name}: {'met' if ok else 'MISSED'}")
     results["targets"] = checks
@@ -224,7 +277,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--machine", default="")
+    parser.add_argument(
+        "--targets",
+        type=lambda v: tuple(t for t in TARGETS if t in v.split(",")),
+        default=TARGETS,
+        help="which to run, e.g. direct,litellm,v1 (direct, the baseline, always runs)",
+    )
+    parser.add_argument(
+        "--procs",
+        type=lambda v: {n: int(p) for n, _, p in (item.partition("=") for item in v.split(",") if item)},
+        default={},
+        help="name=pid,...: processes whose CPU per reply to report (children included)",
+    )
     args = parser.parse_args()
+    if "direct" not in args.targets:
+        args.targets = ("direct", *args.targets)
     results = asyncio.run(run(args))
     report(results)
     results["machine"] = args.machine

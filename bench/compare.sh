@@ -67,18 +67,18 @@ general_settings:
 YAML
 
 "$PY" -m chat.demo_server --host 127.0.0.1 --port "$DEMO_PORT" --quiet &
-pids+=($!)
+pids+=($!); DEMO_PID=$!
 "$VENV/bin/celery" -A panels worker -P threads -c "${WORKER_THREADS:-200}" --without-gossip --without-mingle \
   --without-heartbeat -l WARNING >"$TMP/worker.log" 2>&1 &
-pids+=($!)
+pids+=($!); WORKER_PID=$!
 # The same server stack as the LiteLLM proxy's: one uvicorn worker on uvloop with h11 (its
 # CLI picks uvloop; httptools is in neither environment), no access log.
 "$VENV/bin/uvicorn" panels.asgi:application --host 127.0.0.1 --port "$WEB_PORT" --log-level warning --workers 1 \
   --loop uvloop --http h11 --no-access-log --timeout-keep-alive 30 >"$TMP/web.log" 2>&1 &
-pids+=($!)
+pids+=($!); WEB_PID=$!
 (cd "$TMP" && exec env -u DATABASE_URL -u REDIS_URL LITELLM_LOG=ERROR "$LITELLM_VENV/bin/python" -c "import sys; from litellm import run_server; sys.argv[0] = 'litellm'; sys.exit(run_server())" --config "$TMP/litellm.yaml" --host 127.0.0.1 \
   --port "$LITELLM_PORT" --num_workers 1 >"$TMP/litellm.log" 2>&1) &
-pids+=($!)
+pids+=($!); LITELLM_PID=$!
 # Tries of 0.1 s: the web process loads Auto's encoder at start, LiteLLM its whole proxy.
 for p in "$WEB_PORT:web" "$DEMO_PORT:demo" "$LITELLM_PORT:litellm"; do
   wait_port "${p%%:*}" 3000 || { log "${p#*:} did not start"; tail -n 20 "$TMP"/*.log; exit 1; }
@@ -86,5 +86,7 @@ done
 sleep 3
 MACHINE="$(nproc) cores, $(free -g | awk '/Mem/{print $2}') GB, $(uname -m); PostgreSQL fsync/synchronous_commit $durable"
 echo "machine: $MACHINE; $(date -u +%Y-%m-%d)"
+# CPU per reply of each process (PostgreSQL: the postmaster and its backends).
+PROCS="web=$WEB_PID,worker=$WORKER_PID,litellm=$LITELLM_PID,demo=$DEMO_PID,redis=$(cat "$TMP/redis/redis.pid"),postgres=$(head -n 1 "$TMP/pg/data/postmaster.pid")"
 "$PY" bench/compare.py --demo "$DEMO_MODEL_URL" --litellm "http://127.0.0.1:$LITELLM_PORT/v1" \
-  --panels "http://127.0.0.1:$WEB_PORT" --key "$KEY" --machine "$MACHINE" "$@"
+  --panels "http://127.0.0.1:$WEB_PORT" --key "$KEY" --machine "$MACHINE" --procs "$PROCS" "$@"
