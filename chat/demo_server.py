@@ -590,6 +590,12 @@ class DemoServer:
                     return
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Only `close()` cancels a connection. Ended by it, the task finishes rather than
+            # staying cancelled: Python 3.11's asyncio.start_server calls exception() on a
+            # connection's task when it is done, which raises for a cancelled one, and the
+            # loop logs a CancelledError traceback per open connection at every shutdown.
+            pass
         finally:
             self._connections.discard(task)
             writer.close()
