@@ -1,7 +1,7 @@
 """The OpenAI-compatible endpoints: POST /v1/chat/completions and GET /v1/models.
 
-Async views under uvicorn: the model is called from the web process with the async
-openai client, so a reply's first token crosses one process. Database work runs in
+Async views under uvicorn: the model is called from the web process (openai_api/upstream.py),
+so a reply's first token crosses one process. Database work runs in
 threads (`sync_to_async`), one hop before the call and one after it. Settling runs
 shielded in a `finally`, so a client that disconnects mid-stream (Django cancels the
 view's task) still pays for the part generated, and only once.
@@ -122,13 +122,18 @@ class _Reading:
         return "".join(self.parts)
 
 
-async def _read(begun: Begun, upstream: UpstreamStream, reading: _Reading) -> AsyncIterator[str]:
-    """Pieces of text as they arrive; stops (as `length`) before the hold's time limit."""
+async def _read(begun: Begun, upstream: UpstreamStream, reading: _Reading) -> AsyncIterator[list[str]]:
+    """The pieces of text of each read from the model, as they arrive; stops (as `length`)
+    before the hold's time limit."""
     try:
-        async for piece in upstream:
-            reading.add(piece)
-            if piece.text:
-                yield piece.text
+        async for batch in upstream.batches():
+            texts = []
+            for piece in batch:
+                reading.add(piece)
+                if piece.text:
+                    texts.append(piece.text)
+            if texts:
+                yield texts
             if time.monotonic() >= begun.deadline:
                 reading.finish_reason = "length"
                 break
@@ -176,6 +181,9 @@ async def _complete(begun: Begun, upstream: UpstreamStream) -> HttpResponse:
 
 
 async def _stream(begun: Begun, upstream: UpstreamStream) -> AsyncIterator[bytes]:
+    # What is ready at once goes out in one write (the role chunk with the first text; the
+    # chunks of one read from the model; the finish, usage and [DONE]): each write costs
+    # the web process a pass through Django's and uvicorn's response machinery.
     call = begun.call
     chunks = shapes.Chunks(
         id=call.completion_id,
@@ -184,23 +192,27 @@ async def _stream(begun: Begun, upstream: UpstreamStream) -> AsyncIterator[bytes
         include_usage=begun.request.include_usage,
     )
     reading = _Reading()
+    head = chunks.role(begun.panels)
     try:
-        yield chunks.role(begun.panels)
-        async for text in _read(begun, upstream, reading):
-            yield chunks.text(text)
+        async for texts in _read(begun, upstream, reading):
+            frames = b"".join([chunks.text(text) for text in texts])
+            if head:
+                frames, head = head + frames, b""
+            yield frames
     finally:
         # Runs on a normal end, a model failure, and a client that went away (cancelled).
         finished = await _finish(begun, upstream, reading)
     if reading.failure is not None:
         error = services.provider_error(reading.failure)
-        yield chunks.error(error.body())
+        yield head + chunks.error(error.body())
         return
-    yield chunks.finish(reading.finish_reason)
+    tail = [head, chunks.finish(reading.finish_reason)]
     if chunks.include_usage:
-        yield chunks.usage(
-            finished.usage, {**begun.panels, "cost": finished.cost, "usage_estimated": finished.estimated}
+        tail.append(
+            chunks.usage(finished.usage, {**begun.panels, "cost": finished.cost, "usage_estimated": finished.estimated})
         )
-    yield chunks.done()
+    tail.append(chunks.done())
+    yield b"".join(tail)
 
 
 def _replay(replay: Replay) -> HttpResponse:
