@@ -16,6 +16,7 @@ No transaction is open while the model is called: `call_begin` commits before, a
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 import time
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -40,6 +42,8 @@ from openai_api.models import ApiCall
 from openai_api.request import CompletionRequest, parse
 from openai_api.upstream import Usage
 from panels.models import ApiKey
+from wallet import ledger_sql
+from wallet.batching import wallet_post_along_batched
 from wallet.errors import HoldNotPending, InsufficientCredits, WalletFrozen
 from wallet.services import wallet_hold, wallet_post, wallet_void
 
@@ -365,41 +369,83 @@ def call_finish(
             usage=usage,
             panels={**begun.panels, "cost": cost, "usage_estimated": estimated},
         )
-    try:
-        with transaction.atomic():
-            ended = ApiCall.objects.filter(pk=call.pk, status=ApiCall.Status.STREAMING).update(
-                status=status,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                reasoning_tokens=usage.reasoning_tokens,
-                usage_estimated=estimated,
-                cost=cost,
-                finish_reason=finish_reason[:20],
-                error_code="client_disconnected" if disconnected else (failure.code[:40] if failure else ""),
-                error_message=(failure.message[:500] if failure else ""),
-                response_status=200 if body is not None else None,
-                response_body=body,
-                reply=text if settings.API_STORE_CONTENT else "",
-                finished_at=timezone.now(),
-            )
-            if not ended:
-                log.warning("API call ended elsewhere before it was settled", extra={"call_id": call.pk})
-                return Finished(status=ApiCall.Status.FAILED, usage=usage, cost=0, estimated=estimated)
-            wallet_post(
-                hold=call.hold,
-                amount=cost,
-                memo=f"API, {spec.name}: {usage.input_tokens} in / {usage.output_tokens} out"
-                + (" (estimated)" if estimated else ""),
-            )
-    except HoldNotPending:
-        error = OpenAIError(504, "The call ran past its time limit and was not billed.", code="expired")
-        _fail(call, code="expired", message=error.message, error=error)
-        return Finished(status=ApiCall.Status.FAILED, usage=usage, cost=0, estimated=estimated, error=error)
+    memo = f"API, {spec.name}: {usage.input_tokens} in / {usage.output_tokens} out" + (
+        " (estimated)" if estimated else ""
+    )
+    ended = {
+        "status": status,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "usage_estimated": estimated,
+        "cost": cost,
+        "finish_reason": finish_reason[:20],
+        "error_code": "client_disconnected" if disconnected else (failure.code[:40] if failure else ""),
+        "error_message": (failure.message[:500] if failure else ""),
+        "response_status": 200 if body is not None else None,
+        "response_body": body,
+        "reply": text if settings.API_STORE_CONTENT else "",
+        "finished_at": timezone.now(),
+    }
+    if not _end_and_post(call, ended, cost=cost, memo=memo):
+        # Not done in one statement (SQLite, a post above the hold, a call the sweep ended, an
+        # expired hold): the transaction below tells those apart, by the same rules.
+        try:
+            with transaction.atomic():
+                if not ApiCall.objects.filter(pk=call.pk, status=ApiCall.Status.STREAMING).update(**ended):
+                    log.warning("API call ended elsewhere before it was settled", extra={"call_id": call.pk})
+                    return Finished(status=ApiCall.Status.FAILED, usage=usage, cost=0, estimated=estimated)
+                wallet_post(hold=call.hold, amount=cost, memo=memo)
+        except HoldNotPending:
+            error = OpenAIError(504, "The call ran past its time limit and was not billed.", code="expired")
+            _fail(call, code="expired", message=error.message, error=error)
+            return Finished(status=ApiCall.Status.FAILED, usage=usage, cost=0, estimated=estimated, error=error)
     log.info(
         "API call settled",
         extra={"call_id": call.pk, "cost": cost, "status": status, "estimated": estimated, "model": spec.slug},
     )
     return Finished(status=status, usage=usage, cost=cost, estimated=estimated)
+
+
+# The call's end, for the ledger's post statement (ledger_sql.Along): the call's row is
+# locked first (as the sweep's `_fail` locks it before the hold), and ends only with the post.
+_END_FIRST = "SELECT id FROM openai_api_apicall WHERE id = %(c_id)s AND status = 'streaming' FOR UPDATE"
+_END_THEN = """UPDATE openai_api_apicall SET status = %(c_status)s, input_tokens = %(c_input)s,
+    output_tokens = %(c_output)s, reasoning_tokens = %(c_reasoning)s, usage_estimated = %(c_estimated)s,
+    cost = %(c_cost)s, finish_reason = %(c_finish)s, error_code = %(c_code)s, error_message = %(c_message)s,
+    response_status = %(c_response_status)s, response_body = %(c_body)s::jsonb, reply = %(c_reply)s,
+    finished_at = %(c_finished)s
+    FROM h WHERE openai_api_apicall.id = %(c_id)s RETURNING 1"""
+
+
+def _end_and_post(call: ApiCall, ended: dict, *, cost: int, memo: str) -> bool:
+    """The call's compare-and-swap and its post as one statement on PostgreSQL, committed
+    with other callers' through the ledger's group commit; False if it could not be done
+    that way (nothing changed then)."""
+    if not ledger_sql.enabled() or call.hold is None:
+        return False
+    body = ended["response_body"]
+    along = ledger_sql.Along(
+        first=_END_FIRST,
+        then=_END_THEN,
+        params={
+            "c_id": call.pk,
+            "c_status": ended["status"],
+            "c_input": ended["input_tokens"],
+            "c_output": ended["output_tokens"],
+            "c_reasoning": ended["reasoning_tokens"],
+            "c_estimated": ended["usage_estimated"],
+            "c_cost": ended["cost"],
+            "c_finish": ended["finish_reason"],
+            "c_code": ended["error_code"],
+            "c_message": ended["error_message"],
+            "c_response_status": ended["response_status"],
+            "c_body": None if body is None else json.dumps(body, cls=DjangoJSONEncoder),
+            "c_reply": ended["reply"],
+            "c_finished": ended["finished_at"],
+        },
+    )
+    return wallet_post_along_batched(hold=call.hold, amount=cost, along=along, memo=memo) is not None
 
 
 def _fail(call: ApiCall, *, code: str, message: str, error: OpenAIError | None, status: str | None = None) -> bool:
