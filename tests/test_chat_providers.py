@@ -118,6 +118,21 @@ def test_an_error_event_mid_stream_is_a_provider_error():
     assert caught.value.code == "provider_error" and "overloaded" in caught.value.message
 
 
+def test_a_body_cut_after_done_still_ends_the_reply_cleanly():
+    from chat.providers import openai_sdk
+
+    def body():
+        yield b'data: {"choices":[{"delta":{"content":"whole"},"finish_reason":"stop"}]}\n\n'
+        yield b"data: [DONE]\n\n"
+        raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
+
+    response = httpx2.Response(200, content=body(), request=httpx2.Request("GET", "http://provider.test/"))
+    caps = openai_sdk.Capabilities(
+        stream_options=True, usage_unasked=False, output_tokens_param="max_tokens", image_formats=frozenset()
+    )
+    assert [c.text for c in openai_sdk._chunks(response, caps)] == ["whole"]
+
+
 def test_events_split_over_lines_and_a_missing_last_blank_line_are_read():
     from chat.providers import openai_sdk
 

@@ -21,6 +21,7 @@ for a four-message request, more for a long context, on every call.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -42,6 +43,7 @@ from chat.providers.base import (
     unreachable_error,
 )
 
+log = logging.getLogger(__name__)
 _clients: dict[tuple[str, str, float], openai.OpenAI] = {}
 _clients_lock = threading.Lock()
 
@@ -149,8 +151,11 @@ def _events(response: httpx2.Response) -> Iterator[str]:
             continue
         event, data = "\n".join(data), []
         if event.startswith("[DONE]"):
-            for _ in lines:  # the body's end: nothing but the terminator is left
-                pass
+            try:
+                for _ in lines:  # the body's end: nothing but the terminator is left
+                    pass
+            except Exception:  # the reply is whole; a body cut after it costs only the connection
+                log.debug("a stream's body broke after [DONE]", exc_info=True)
             return
         yield event
     if data:  # a body that ended without the event's blank line
