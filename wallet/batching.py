@@ -7,9 +7,13 @@ pool) for up to `BATCH_WAIT_SECONDS` or `BATCH_MAX_ITEMS` operations, applies th
 one transaction in the ledger's lock order (holds by id, then accounts by id), commits
 once, and hands each caller its own outcome.
 
-A batch is a few set-based statements whatever its size (`ledger_sql.apply_batch`):
-lock and read the rows, decide each operation by the one-statement paths' rules, write
-every row at once. One that this path does not settle (a refusal: an expired or
+A batch is two statements in two round trips whatever its size (`ledger_sql.commit_batch`):
+one locks and reads the rows, the operations are decided by the one-statement paths'
+rules, and one writes every row at once, sent with its COMMIT (pipeline mode), so a
+hot wallet's row stays locked across one round trip and the commit (it was four). A batch
+carrying a post's `along` takes `ledger_sql.apply_batch` in a Django transaction.
+
+An operation that this path does not settle (a refusal: an expired or
 resolved hold, a repeated key, a frozen wallet, a take-back waiting, too few credits)
 does not disturb the batch: after the commit, that caller runs the unbatched service,
 which refuses or answers it by the usual rules (a refused hold is recorded under its
