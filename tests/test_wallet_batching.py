@@ -260,3 +260,36 @@ def test_prepared_statements_plan_once_and_a_rollback_cannot_undo_that(alice, ba
         cursor.execute("SELECT count(*) FROM pg_prepared_statements")
         assert cursor.fetchone()[0] >= 1  # the hold's statement, prepared on this connection
     assert hold.status == Hold.Status.PENDING
+
+
+def test_posts_along_go_in_the_batch_s_round_trips_and_a_then_that_changes_nothing_rolls_it_back(alice, batcher):
+    account = funded_wallet(alice, 1000)
+    holds = [wallet_hold(account=account, amount=100, idempotency_key=f"a{i}") for i in range(4)]
+    revenue = ledger_sql.system_account_id("usage")
+
+    def along(i: int, *, ok: bool = True, target: int | None = None) -> ledger_sql.Along:
+        return ledger_sql.Along(
+            first="SELECT 1 WHERE %(x_ok)s",
+            then="UPDATE wallet_hold SET reference = %(x_ref)s FROM h WHERE wallet_hold.id = %(x_hold)s RETURNING 1",
+            params={"x_ok": ok, "x_ref": f"along:{i}", "x_hold": holds[i].pk if target is None else target},
+        )
+
+    ops = [
+        ledger_sql.PostOp(holds[0], 30, "", "", along(0)),
+        ledger_sql.PostOp(holds[1], 40, "", "", along(1, ok=False)),  # its `first` finds nothing: left out
+        ledger_sql.PostOp(holds[2], 50, "", ""),
+    ]
+    out = ledger_sql.commit_batch([op.prepared(revenue) for op in ops], revenue_id=revenue)
+    assert [o is not None for o in out] == [True, False, True]
+    assert (ops[0].along.balance, ops[0].along.held) == (920, 200)  # the wallet as the batch left it
+    assert Hold.objects.get(pk=holds[0].pk).reference == "along:0"
+    assert Hold.objects.get(pk=holds[1].pk).status == Hold.Status.PENDING
+
+    missing = ledger_sql.PostOp(holds[3], 10, "", "", along(3, target=-1)).prepared(revenue)  # `then` changes no row
+    with pytest.raises(ledger_sql.BatchMismatch):
+        ledger_sql.commit_batch([missing], revenue_id=revenue)
+    connection.close()  # as the batcher does after a failed batch
+    account.refresh_from_db()
+    assert (account.balance, account.held) == (920, 200)  # nothing of it committed
+    assert Hold.objects.get(pk=holds[3].pk).status == Hold.Status.PENDING
+    assert ledger_audit() == []

@@ -10,8 +10,9 @@ once, and hands each caller its own outcome.
 A batch is two statements in two round trips whatever its size (`ledger_sql.commit_batch`):
 one locks and reads the rows, the operations are decided by the one-statement paths'
 rules, and one writes every row at once, sent with its COMMIT (pipeline mode), so a
-hot wallet's row stays locked across one round trip and the commit (it was four). A batch
-carrying a post's `along` takes `ledger_sql.apply_batch` in a Django transaction.
+hot wallet's row stays locked across one round trip and the commit (it was four). The
+posts' `along` statements go in the same two round trips (`first` with the read, `then`
+with the write), not one each.
 
 An operation that this path does not settle (a refusal: an expired or
 resolved hold, a repeated key, a frozen wallet, a take-back waiting, too few credits)
@@ -34,7 +35,7 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from wallet import ledger_sql
 from wallet.models import Account, Hold
@@ -133,13 +134,8 @@ class Batcher:
     def _apply(self, ops: list[_Op]) -> None:
         revenue = ledger_sql.system_account_id(SYSTEM_REVENUE)
         autotopups: set[int] = set()
-        batch = [op.op for op in ops]
-        if any(isinstance(op, ledger_sql.PostOp) and op.along is not None for op in batch):
-            ledger_sql.prepare_connection()
-            with transaction.atomic():
-                results = ledger_sql.apply_batch(batch, revenue_id=revenue, autotopups=autotopups, raw=True)
-        else:  # two round trips, the rows locked only from the first to the commit
-            results = ledger_sql.commit_batch(batch, revenue_id=revenue, autotopups=autotopups)
+        # Two round trips, the rows locked only from the first to the commit.
+        results = ledger_sql.commit_batch([op.op for op in ops], revenue_id=revenue, autotopups=autotopups)
         for op, result in zip(ops, results, strict=True):
             op.result = result
             if result is not None and isinstance(op.op, ledger_sql.PostOp):

@@ -644,29 +644,68 @@ def _apply_batch(ops: list[HoldOp | PostOp], *, revenue_id: int, autotopups: set
 
 
 def commit_batch(ops: list[HoldOp | PostOp], *, revenue_id: int, autotopups: set[int] | None = None) -> list:
-    """`_apply_batch` in a transaction of its own, committed here, in two round trips
-    (PostgreSQL's pipeline mode): BEGIN with the read that locks the rows, then the write
-    with COMMIT. The rows stay locked only for the write, the commit and deciding in
-    between, so a hot wallet's next batch (another process's) waits less. The connection
-    must be in autocommit and only this thread's (the batcher's); if anything fails, the
-    caller closes it (a transaction may be left open on it). Without prepared statements
-    (`LEDGER_PREPARED_STATEMENTS=0`), `_apply_batch` in a Django transaction."""
+    """`apply_batch(raw=True)` in a transaction of its own, committed here, in two round
+    trips (PostgreSQL's pipeline mode): BEGIN, the posts' `along.first` and the read that
+    locks the rows; then the write, each posted `along.then` and COMMIT. The rows stay
+    locked only for the write, the commit and deciding in between, so a hot wallet's
+    next batch (another process's) waits less. A `then` that does not change its one
+    row fails its statement, before the commit (BatchMismatch). The connection must be
+    in autocommit and only this thread's (the batcher's); if anything fails, the caller
+    closes it (a transaction may be left open on it). Without prepared statements
+    (`LEDGER_PREPARED_STATEMENTS=0`), `apply_batch` in a Django transaction."""
     if not (settings.LEDGER_PREPARED_STATEMENTS and connection.vendor == "postgresql"):
         with transaction.atomic():
-            return _apply_batch(ops, revenue_id=revenue_id, autotopups=autotopups)
+            return apply_batch(ops, revenue_id=revenue_id, autotopups=autotopups, raw=True)
     prepare_connection()
     conn = connection.connection
-    with cursor() as c:
+    alongs = [i for i, op in enumerate(ops) if isinstance(op, PostOp) and op.along is not None]
+    with contextlib.ExitStack() as cursors:
+        c = cursors.enter_context(cursor())
+        thens: list[tuple[PostOp, object]] = []
         with _mismatch_raised(), conn.pipeline():  # leaving it sends what is queued and waits for every result
             conn.execute("BEGIN")
+            firsts = []
+            for i in alongs:  # before any ledger row is locked, as in apply_batch
+                along = ops[i].along
+                fc = cursors.enter_context(cursor())
+                fc.execute(f"WITH g AS ({along.first}) SELECT count(*) FROM g", along.params)
+                firsts.append((i, fc))
             c.execute(_READ_BATCH, _read_params(ops))
-            decided = _decided(ops, c.fetchall(), revenue_id, autotopups)  # the first round trip
+            rows = c.fetchall()  # the first round trip
+            dead = {i for i, fc in firsts if not fc.fetchone()[0]}
+            kept = [i for i in range(len(ops)) if i not in dead]
+            kept_ops = [ops[i] for i in kept]
+            decided = _decided(kept_ops, rows, revenue_id, autotopups)
             if decided.write is None:
                 conn.execute("ROLLBACK")  # nothing to write: let the locks go
-                return decided.out
-            c.execute(_WRITE_BATCH, decided.write)
-            conn.execute("COMMIT")
-        return decided.settle(c.fetchall())
+            else:
+                c.execute(_WRITE_BATCH, decided.write)
+                for j in decided.plan.posted:
+                    op = kept_ops[j]
+                    if op.along is not None:
+                        tc = cursors.enter_context(cursor())
+                        tc.execute(
+                            _THEN.format(then=op.along.then), {**op.along.params, "along_account": op.held.account_id}
+                        )
+                        thens.append((op, tc))
+                conn.execute("COMMIT")
+        results = decided.out if decided.write is None else decided.settle(c.fetchall())
+        for op, tc in thens:
+            _, op.along.balance, op.along.held = tc.fetchone()
+    out: list = [None] * len(ops)
+    for i, result in zip(kept, results, strict=True):
+        out[i] = result
+    return out
+
+
+# A posted operation's `along.then`, checked in its statement: anything but one row changed
+# fails it (the text cast to an integer raises), so the batch rolls back before its commit.
+_THEN = (
+    "WITH h AS (SELECT 1), t AS ({then}) "
+    "SELECT CASE WHEN (SELECT count(*) FROM t) = 1 THEN 0 "
+    "ELSE ('" + _MISMATCH + ": a post''s then changed ' || (SELECT count(*) FROM t) || ' rows, not 1')::int END, "
+    "balance, held FROM wallet_account WHERE id = %(along_account)s"
+)
 
 
 @contextlib.contextmanager
