@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models.base import ModelState
 from django.utils import timezone
 
@@ -657,17 +657,23 @@ def commit_batch(ops: list[HoldOp | PostOp], *, revenue_id: int, autotopups: set
         with transaction.atomic():
             return apply_batch(ops, revenue_id=revenue_id, autotopups=autotopups, raw=True)
     prepare_connection()
-    conn = connection.connection
+    db = connections[DEFAULT_DB_ALIAS]  # looked up once: each `connection.x` costs a thread-local look-up
+    conn = db.connection
+    wrap = db.make_debug_cursor if db.queries_logged else db.make_cursor
     alongs = [i for i, op in enumerate(ops) if isinstance(op, PostOp) and op.along is not None]
     with contextlib.ExitStack() as cursors:
-        c = cursors.enter_context(cursor())
+
+        def batch_cursor():  # on the connection set up above, closed with the batch
+            return cursors.enter_context(wrap(_PreparedCursor(conn)))
+
+        c = batch_cursor()
         thens: list[tuple[PostOp, object]] = []
         with _mismatch_raised(), conn.pipeline():  # leaving it sends what is queued and waits for every result
             conn.execute("BEGIN")
             firsts = []
             for i in alongs:  # before any ledger row is locked, as in apply_batch
                 along = ops[i].along
-                fc = cursors.enter_context(cursor())
+                fc = batch_cursor()
                 fc.execute(f"WITH g AS ({along.first}) SELECT count(*) FROM g", along.params)
                 firsts.append((i, fc))
             c.execute(_READ_BATCH, _read_params(ops))
@@ -683,7 +689,7 @@ def commit_batch(ops: list[HoldOp | PostOp], *, revenue_id: int, autotopups: set
                 for j in decided.plan.posted:
                     op = kept_ops[j]
                     if op.along is not None:
-                        tc = cursors.enter_context(cursor())
+                        tc = batch_cursor()
                         tc.execute(
                             _THEN.format(then=op.along.then), {**op.along.params, "along_account": op.held.account_id}
                         )
