@@ -214,7 +214,10 @@ def _resolve_model(
             content=content, history=[m.content for m in history], images=images, decision=decision
         )
         return route.spec, route.reason
-    spec = ModelSpec.objects.filter(slug=requested).first()
+    if send_sql.enabled():
+        spec = send_sql.model_by_slug(requested)
+    else:
+        spec = ModelSpec.objects.filter(slug=requested).first()
     if spec is None or not spec.enabled:
         raise InvalidMessage(f"There is no model called {requested!r}.", code="unknown_model")
     if not spec.available:

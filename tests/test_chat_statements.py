@@ -110,6 +110,24 @@ def test_the_two_statements_store_what_the_orm_path_stores(conversation, setting
     assert [(m.content, m.attachments) for m in history] == [("look", [image])]
 
 
+def test_the_models_row_is_read_as_the_orm_reads_it(chat_catalog):  # noqa: F811
+    if connection.vendor != "postgresql":
+        pytest.skip("the prepared read is PostgreSQL's")
+    from chat import send_sql
+    from chat.models import ModelSpec
+
+    specs = list(ModelSpec.objects.all())
+    assert specs
+    for expected in specs:
+        read = send_sql.model_by_slug(expected.slug)
+        for f in ModelSpec._meta.concrete_fields:
+            assert getattr(read, f.attname) == getattr(expected, f.attname), (expected.slug, f.name)
+            assert type(getattr(read, f.attname)) is type(getattr(expected, f.attname)), (expected.slug, f.name)
+        assert read.prices_snapshot() == expected.prices_snapshot() and read.available == expected.available
+        assert not read._state.adding
+    assert send_sql.model_by_slug("no-such-model") is None
+
+
 def test_the_insert_names_every_column_of_the_message_table():
     """chat_message has no database defaults: a column the INSERT leaves out would break sends."""
     from chat import send_sql
