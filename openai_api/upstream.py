@@ -1,13 +1,13 @@
 """The model call for the OpenAI-compatible API, made from the web process: no queue and
 no worker hop between the client and the model.
 
-An OpenAI-shaped API (OpenAI, Gemini, Mistral, self-hosted servers) is called over raw
-HTTP with `httpx2`, the `openai` SDK's own transport, and its server-sent events are read
-here: the SDK built a typed object for every chunk (and an unused idempotency key for
-every call), about a sixth of the web process's CPU per streamed reply under load. What a
-failure looks like is still the SDK's: a refusal becomes its `APIStatusError` (built as
-its client builds it), a transport failure its `APITimeoutError` or `APIConnectionError`,
-an `error` event inside a stream its `APIError` (as `openai.AsyncStream` raises it), and
+An OpenAI-shaped API (OpenAI, Gemini, Mistral, self-hosted servers) is called through the
+`openai` SDK's async client, as the worker's adapters call it (chat/providers/openai_sdk.py):
+its custom-request path with the body built once, and the response unread, its server-sent
+events read by chat/providers/sse.py. Its `AsyncStream` built a typed object for every chunk,
+about a sixth of the web process's CPU per streamed reply under load. A refusal raises the
+SDK's own `APIStatusError`, a transport failure its `APITimeoutError` or
+`APIConnectionError`, an `error` event inside a stream its `APIError`, and
 chat.providers.translate_error speaks of each as the chat path does. Claude goes through
 the `anthropic` SDK (chat/providers), each read in a thread.
 
@@ -27,10 +27,11 @@ from types import SimpleNamespace
 import httpx2
 import openai
 from django.conf import settings
+from openai._constants import RAW_RESPONSE_HEADER
 
 from chat import providers
 from chat.models import ModelSpec
-from chat.providers import ProviderError, openai_sdk, translate_error
+from chat.providers import ProviderError, openai_sdk, sse, translate_error
 from openai_api.request import CompletionRequest
 
 
@@ -49,23 +50,20 @@ class Piece:
     usage: Usage | None = None
 
 
-# An HTTP client (and its connection pool) belongs to the event loop it was first used
-# on: one per loop and endpoint. The limits are the openai SDK's defaults.
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, httpx2.AsyncClient]] = (
+# An SDK client (and its connection pool) belongs to the event loop it was first used on:
+# one per loop, endpoint and key, as chat/providers/openai_sdk.client keeps one per endpoint.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, openai.AsyncOpenAI]] = (
     weakref.WeakKeyDictionary()
 )
-_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
 
 
-def _client(base_url: str) -> httpx2.AsyncClient:
+def _client(base_url: str, api_key: str) -> openai.AsyncOpenAI:
     per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
     timeout = float(settings.MODEL_TIMEOUT_SECONDS)
-    key = (base_url, timeout)
+    key = (base_url, api_key, timeout)
     client = per_loop.get(key)
     if client is None:
-        client = per_loop[key] = httpx2.AsyncClient(
-            base_url=base_url.rstrip("/") + "/", timeout=timeout, limits=_LIMITS, follow_redirects=True
-        )
+        client = per_loop[key] = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
     return client
 
 
@@ -106,48 +104,6 @@ def _attrs(value: object) -> object:
     return value
 
 
-# The SDK's classes for a refused call, by status (openai/_client.py, _make_status_error).
-_STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
-    400: openai.BadRequestError,
-    401: openai.AuthenticationError,
-    403: openai.PermissionDeniedError,
-    404: openai.NotFoundError,
-    409: openai.ConflictError,
-    422: openai.UnprocessableEntityError,
-    429: openai.RateLimitError,
-}
-
-
-def _status_error(response: httpx2.Response) -> openai.APIStatusError:
-    """What the openai SDK raises for this refusal (openai/_base_client.py,
-    _make_status_error_from_response): the body as JSON when it is, else as text."""
-    message = f"Error code: {response.status_code}"
-    text = response.text.strip()
-    body: object = text
-    try:
-        body = json.loads(text)
-    except ValueError:
-        pass
-    else:
-        error = body.get("error", body) if isinstance(body, dict) else None
-        detail = error.get("message") if isinstance(error, dict) else None
-        if isinstance(detail, str) and detail:
-            message += f" - {detail}"
-    data = body.get("error", body) if isinstance(body, dict) else body
-    status = response.status_code
-    kind = _STATUS_ERRORS.get(status, openai.InternalServerError if status >= 500 else openai.APIStatusError)
-    return kind(message, response=response, body=data)
-
-
-def _transport_error(exc: Exception, request: httpx2.Request) -> ProviderError:
-    # As the SDK wraps them (openai/_base_client.py and _streaming.py).
-    if isinstance(exc, httpx2.TimeoutException):
-        return translate_error(openai.APITimeoutError(request=request))
-    if isinstance(exc, (httpx2.HTTPError, OSError)):
-        return translate_error(openai.APIConnectionError(request=request))
-    return translate_error(exc)
-
-
 class UpstreamStream:
     """An open streamed reply: `async for batch in stream.batches()` (the pieces that came
     in one read), or `async for piece in stream`; `close()` stops it early."""
@@ -184,93 +140,47 @@ class UpstreamStream:
 
 
 class _EventStream(UpstreamStream):
-    """An OpenAI-shaped API's server-sent events, read as `openai.AsyncStream` reads them:
-    `data:` lines joined, `[DONE]` ends the stream, an event whose data has an `error`
-    raises APIError; other fields (event, id, retry, comments) are ignored."""
+    """An OpenAI-shaped API's server-sent events (chat/providers/sse.py), read from the SDK's
+    unread response as they come."""
 
     def __init__(self, response: httpx2.Response, spec: ModelSpec) -> None:
         self._response = response
         self._spec = spec
         self._bytes = response.aiter_bytes()
-        self._buffer = b""
-        self._done = False  # [DONE] seen, or the body ended
+        self._reader = sse.EventReader()
         self._ended = False  # the body read to its end
 
-    def _events(self) -> list[Piece]:
-        """The pieces of the complete events in the buffer (the rest waits for more bytes)."""
-        buffer = self._buffer
-        if b"\r" in buffer:  # CRLF or CR line ends (a CR at the end may be half of a CRLF)
-            held = b"\r" if buffer.endswith(b"\r") else b""
-            buffer = buffer[: len(buffer) - len(held)].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            end = buffer.rfind(b"\n\n")
-            if end < 0:
-                self._buffer = buffer + held
-                return []
-            self._buffer = buffer[end + 2 :] + held
-        else:
-            end = buffer.rfind(b"\n\n")
-            if end < 0:
-                return []
-            self._buffer = buffer[end + 2 :]
+    def _pieces(self, events: list[bytes]) -> list[Piece]:
         pieces: list[Piece] = []
-        for event in buffer[:end].split(b"\n\n"):
-            lines = [line[5:] for line in event.split(b"\n") if line.startswith(b"data:")]
-            if not lines:
+        for event in events:
+            fields = sse.delta(json.loads(event), self._response.request)
+            if fields is None:
                 continue
-            data = b"\n".join(line[1:] if line.startswith(b" ") else line for line in lines)
-            if data.startswith(b"[DONE]"):
-                self._done = True
-                break
-            piece = self._piece(json.loads(data))
-            if piece is not None:
-                pieces.append(piece)
+            text, finish, raw_usage = fields
+            usage = _usage(_attrs(raw_usage), self._spec) if raw_usage is not None else None
+            if text or usage is not None or finish is not None:
+                pieces.append(Piece(text=text, finish_reason=finish, usage=usage))
         return pieces
-
-    def _piece(self, chunk: object) -> Piece | None:
-        if isinstance(chunk, dict) and chunk.get("error"):
-            error = chunk["error"]
-            message = error.get("message") if isinstance(error, dict) else None
-            if not message or not isinstance(message, str):
-                message = "An error occurred during streaming"
-            raise openai.APIError(message=message, request=self._response.request, body=error)
-        raw_usage = chunk.get("usage")
-        usage = _usage(_attrs(raw_usage), self._spec) if raw_usage is not None else None
-        text, finish = "", None
-        choices = chunk.get("choices")
-        if choices:
-            choice = choices[0]
-            delta = choice.get("delta")
-            text = (delta.get("content") or "") if delta else ""
-            finish = choice.get("finish_reason")
-        if text or usage is not None or finish is not None:
-            return Piece(text=text, finish_reason=finish, usage=usage)
-        return None
 
     async def _next_batch(self) -> list[Piece] | None:
         try:
-            while not self._done:
+            while not self._reader.done and not self._ended:
                 try:
                     data = await self._bytes.__anext__()
                 except StopAsyncIteration:
-                    self._done = self._ended = True
-                    return None
-                self._buffer += data
-                pieces = self._events()
-                if pieces:
+                    self._ended = True
+                    return self._pieces(self._reader.end()) or None
+                if pieces := self._pieces(self._reader.feed(data)):
                     return pieces
             return None
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ProviderError):
             raise
-        except ProviderError:
-            raise
-        except httpx2.HTTPError as exc:
-            raise _transport_error(exc, self._response.request) from exc
-        except Exception as exc:
+        except Exception as exc:  # the SDK's errors and the transport's, as the chat path words them
             raise translate_error(exc) from exc
 
     async def close(self) -> None:
         try:
-            if self._done and not self._ended:
+            if self._reader.done and not self._ended:
                 # HTTP/1.1 reuses the connection only once the body is read to its end (what
                 # follows [DONE]: the chunked body's last, empty chunk).
                 async for _ in self._bytes:
@@ -305,23 +215,18 @@ class _AdapterStream(UpstreamStream):
 
 
 async def _open_events(spec: ModelSpec, request: CompletionRequest, max_tokens: int) -> _EventStream:
-    client = _client(providers.base_url(spec))  # OPENAI_BASE_URL and the like apply here too
-    headers = {"Accept": "text/event-stream"}
-    if api_key := spec.api_key:  # as the SDK: no key, no Authorization header
-        headers["Authorization"] = f"Bearer {api_key}"
-    call = client.build_request("POST", "chat/completions", json=_params(spec, request, max_tokens), headers=headers)
+    # OPENAI_BASE_URL and the like apply here too. As in chat/providers/openai_sdk.stream: the
+    # SDK's custom-request path, the response unread; a refusal raises the SDK's own error.
+    client = _client(providers.base_url(spec), spec.api_key)
     try:
-        response = await client.send(call, stream=True)
+        response = await client.post(
+            "/chat/completions",
+            cast_to=httpx2.Response,
+            body=_params(spec, request, max_tokens),
+            options={"headers": {RAW_RESPONSE_HEADER: "stream"}},
+        )
     except Exception as exc:
-        raise _transport_error(exc, call) from exc
-    if response.status_code >= 400:
-        try:
-            await response.aread()
-        except Exception as exc:
-            raise _transport_error(exc, call) from exc
-        finally:
-            await response.aclose()
-        raise translate_error(_status_error(response))
+        raise translate_error(exc) from exc
     return _EventStream(response, spec)
 
 

@@ -1,4 +1,5 @@
-"""openai_api/upstream.py reads an OpenAI-shaped stream's server-sent events itself: the
+"""openai_api/upstream.py reads an OpenAI-shaped stream's server-sent events from the SDK's
+unread response (chat/providers/sse.py): the
 events of one read come out together, line ends and events split across reads are
 joined as the SSE format allows (https://html.spec.whatwg.org/multipage/server-sent-events.html,
 "Interpreting an event stream"), an `error` event is a failure as the openai SDK raises
@@ -74,7 +75,7 @@ def raw_server() -> Iterator:
 
 def _spec(port: int) -> ModelSpec:
     return ModelSpec(
-        slug="m", name="M", upstream_id="m", api=ModelSpec.Api.OPENAI, base_url=f"http://127.0.0.1:{port}/v1"
+        slug="m", name="M", upstream_id="m", api=ModelSpec.Api.OPENAI_COMPATIBLE, base_url=f"http://127.0.0.1:{port}/v1"
     )
 
 
@@ -137,7 +138,7 @@ def test_a_refusal_keeps_its_status_and_message(raw_server):
 
 def test_finished_streams_give_their_connection_back(demo_server):  # noqa: F811
     spec = ModelSpec(
-        slug="demo", name="Demo", upstream_id="demo", api=ModelSpec.Api.OPENAI,
+        slug="demo", name="Demo", upstream_id="demo", api=ModelSpec.Api.OPENAI_COMPATIBLE,
         base_url=f"http://127.0.0.1:{demo_server.port}/v1",
     )  # fmt: skip
     request = CompletionRequest(
@@ -149,7 +150,7 @@ def test_finished_streams_give_their_connection_back(demo_server):  # noqa: F811
             stream = await upstream.open_stream(spec=spec, request=request, max_tokens=10)
             assert "".join([p.text async for p in stream])
             await stream.close()
-        client = upstream._client(spec.base_url)
+        client = upstream._client(spec.base_url, spec.api_key)._client  # the SDK's httpx client
         return list(client._transport._pool.connections)
 
     connections = asyncio.run(run())

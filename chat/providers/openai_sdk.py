@@ -4,11 +4,11 @@ self-hosted servers); each provider module says what its API accepts.
 The SDK's own retries are off: the worker decides what to retry, and never once text
 has streamed.
 
-A streamed reply's server-sent events are read here from the SDK's streaming response
-(`with_streaming_response`), not through its `Stream`: that one stops reading at
-`data: [DONE]` and closes the response before the body's end (the chunked terminator),
-which costs the connection (a new TCP, for a real provider a new TLS, handshake on the
-next call). Read to the end, the connection goes back to the client's pool.
+A streamed reply's server-sent events are read from the SDK's unread response (as
+`with_streaming_response` asks for it) by chat/providers/sse.py, not through its `Stream`:
+that one stops reading at `data: [DONE]` and closes the response before the body's end (the
+chunked terminator), which costs the connection (a new TCP, for a real provider a new TLS,
+handshake on the next call). Read to the end, the connection goes back to the client's pool.
 
 The request goes out through the client's documented custom-request path
 (`client.post(path, cast_to=httpx.Response, body=...)`), with the body `request_body`
@@ -31,6 +31,7 @@ import openai
 from django.conf import settings
 from openai._constants import RAW_RESPONSE_HEADER
 
+from chat.providers import sse
 from chat.providers.base import (
     Capabilities,
     ProviderError,
@@ -133,59 +134,30 @@ def _usage(caps: Capabilities, *, prompt: Any, output: Any, total: Any, reasonin
     return Usage(input_tokens=prompt, output_tokens=output)
 
 
-def _events(response: httpx2.Response) -> Iterator[str]:
-    """The data of each server-sent event up to `[DONE]`; then the rest of the body is read
-    (the chunked terminator), so the connection can be used again.
-
-    Per the SSE format (html.spec.whatwg.org, server-sent events): `data:` lines (one
-    leading space dropped) joined by newlines, dispatched at a blank line; other fields
-    and `:` comments are ignored, as OpenAI-shaped streams carry everything in `data`."""
-    lines = response.iter_lines()
-    data: list[str] = []
-    for line in lines:
-        if line:
-            if line.startswith("data:"):
-                data.append(line[6:] if line.startswith("data: ") else line[5:])
-            continue
-        if not data:
-            continue
-        event, data = "\n".join(data), []
-        if event.startswith("[DONE]"):
+def _events(response: httpx2.Response) -> Iterator[bytes]:
+    """The data of each server-sent event up to `[DONE]` (chat/providers/sse.py); then the
+    rest of the body is read (the chunked terminator), so the connection can be used again."""
+    reader = sse.EventReader()
+    body = response.iter_bytes()
+    for data in body:
+        yield from reader.feed(data)
+        if reader.done:
             try:
-                for _ in lines:  # the body's end: nothing but the terminator is left
+                for _ in body:  # the body's end: nothing but the terminator is left
                     pass
             except Exception:  # the reply is whole; a body cut after it costs only the connection
                 log.debug("a stream's body broke after [DONE]", exc_info=True)
             return
-        yield event
-    if data:  # a body that ended without the event's blank line
-        yield "\n".join(data)
+    yield from reader.end()
 
 
 def _chunks(response: httpx2.Response, caps: Capabilities) -> Iterator[StreamChunk]:
     for event in _events(response):
-        chunk = json.loads(event)
-        if not isinstance(chunk, dict):
+        fields = sse.delta(json.loads(event), response.request)
+        if fields is None:
             continue
-        if chunk.get("error"):
-            # An error sent mid-stream, raised as the SDK raises it.
-            error = chunk["error"]
-            message = error.get("message") if isinstance(error, dict) else None
-            raise openai.APIError(
-                message=message if isinstance(message, str) and message else "An error occurred during streaming",
-                request=response.request,
-                body=error,
-            )
-        raw_usage = chunk.get("usage")
-        usage = _usage_of_json(raw_usage, caps) if isinstance(raw_usage, dict) else None
-        text = ""
-        finish = None
-        choices = chunk.get("choices")
-        if choices:
-            choice = choices[0]
-            delta = choice.get("delta")
-            text = (delta.get("content") or "") if delta else ""
-            finish = choice.get("finish_reason")
+        text, finish, raw_usage = fields
+        usage = _usage_of_json(raw_usage, caps) if raw_usage is not None else None
         if text or usage is not None or finish is not None:
             yield StreamChunk(text=text, usage=usage, finish_reason=finish)
 
