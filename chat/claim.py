@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Model
 
+from chat import raw_rows
 from chat.models import Conversation, Message, ModelSpec
 from wallet import ledger_sql
 from wallet.models import Hold
@@ -29,21 +29,18 @@ class Claimed:
     context: dict[int, tuple[str, str, list]]  # id -> (role, content, attachments)
 
 
-def _columns(model: type[Model], alias: str) -> str:
-    return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields)
-
-
 def _sql() -> str:
     q = connection.ops.quote_name
     message = q(Message._meta.db_table)
+    cols = raw_rows.columns
     # The UPDATE's RETURNING gives the reply as it is now (streaming); the context's
     # messages are other rows, read in the same snapshot.
     return f"""WITH c AS (
     UPDATE {message} SET status = %(streaming)s, started_at = %(started)s
     WHERE id = %(id)s AND role = %(assistant)s AND status = %(queued)s
-    RETURNING {_columns(Message, message)}
+    RETURNING {cols(Message, message)}
 )
-SELECT {_columns(Message, "c")}, {_columns(ModelSpec, "s")}, {_columns(Hold, "h")}, {_columns(Conversation, "v")},
+SELECT {cols(Message, "c")}, {cols(ModelSpec, "s")}, {cols(Hold, "h")}, {cols(Conversation, "v")},
     now(),
     (SELECT json_agg(json_build_array(x.id, x.role, x.content, x.attachments))::text FROM {message} x
      WHERE x.id IN (SELECT value::bigint FROM jsonb_array_elements_text(c.context_ids)))
@@ -53,28 +50,8 @@ LEFT JOIN {q(ModelSpec._meta.db_table)} s ON s.id = c.model_id
 LEFT JOIN {q(Hold._meta.db_table)} h ON h.id = c.hold_id"""
 
 
-def _converters(model: type[Model], alias: str) -> list[tuple]:
-    """Each column's converters, as Django's compiler applies them to a query's rows."""
-    out = []
-    for field in model._meta.concrete_fields:
-        col = field.get_col(alias)
-        out.append((col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
-    return out
-
-
 _MODELS = ((Message, "c"), (ModelSpec, "s"), (Hold, "h"), (Conversation, "v"))
 _plan: dict[str, object] = {}
-
-
-def _instance(model: type[Model], converters: list[tuple], values: tuple) -> Model | None:
-    if values[[f.primary_key for f in model._meta.concrete_fields].index(True)] is None:
-        return None  # no such row (a LEFT JOIN's miss)
-    converted = []
-    for value, (col, funcs) in zip(values, converters, strict=True):
-        for func in funcs:
-            value = func(value, col, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in model._meta.concrete_fields], converted)
 
 
 def claim(message_id: int, *, started_at: dt.datetime) -> Claimed | None:
@@ -82,7 +59,7 @@ def claim(message_id: int, *, started_at: dt.datetime) -> Claimed | None:
     delivery of the task, a cancelled reply, a deleted conversation)."""
     if "sql" not in _plan:
         _plan["sql"] = _sql()
-        _plan["converters"] = [(model, _converters(model, alias)) for model, alias in _MODELS]
+        _plan["converters"] = [(model, raw_rows.converters(model, alias)) for model, alias in _MODELS]
     params = {
         "id": message_id,
         "started": started_at,
@@ -98,7 +75,7 @@ def claim(message_id: int, *, started_at: dt.datetime) -> Claimed | None:
     instances = []
     at = 0
     for model, converters in _plan["converters"]:
-        instances.append(_instance(model, converters, row[at : at + len(converters)]))
+        instances.append(raw_rows.instance(model, converters, row[at : at + len(converters)]))
         at += len(converters)
     message, spec, hold, conversation = instances
     for name, related in (("model", spec), ("hold", hold), ("conversation", conversation)):

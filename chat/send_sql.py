@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from django.db import connection
 
+from chat import raw_rows
 from chat.models import Message, ModelSpec
 from wallet import ledger_sql
 
@@ -95,27 +96,25 @@ def enabled() -> bool:
     return connection.vendor == "postgresql"
 
 
+_model_converters: list[tuple] | None = None  # built on first use (the app registry is ready then)
+
+
 def model_by_slug(slug: str) -> ModelSpec | None:
     """The model's row, as `ModelSpec.objects.filter(slug=slug).first()` returns it (the slug
     is unique), from one prepared statement: the ORM's query building was about two fifths
     of what a send cost the web process once the statements below were written out."""
-    fields = ModelSpec._meta.concrete_fields
+    global _model_converters
+    if _model_converters is None:
+        _model_converters = raw_rows.converters(ModelSpec, ModelSpec._meta.db_table)
     with ledger_sql.cursor() as c:
         c.execute(_model_sql(), {"slug": slug})
         row = c.fetchone()
-    if row is None:
-        return None
-    values = []
-    for f, value in zip(fields, row, strict=True):
-        for convert in f.get_db_converters(connection):
-            value = convert(value, f.get_col(ModelSpec._meta.db_table), connection)
-        values.append(value)
-    return ModelSpec.from_db(connection.alias, [f.attname for f in fields], values)
+    return None if row is None else raw_rows.instance(ModelSpec, _model_converters, row)
 
 
 def _model_sql() -> str:
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in ModelSpec._meta.concrete_fields)
-    return f"SELECT {columns} FROM chat_modelspec WHERE slug = %(slug)s"
+    table = connection.ops.quote_name(ModelSpec._meta.db_table)
+    return f"SELECT {raw_rows.columns(ModelSpec, table)} FROM {table} WHERE slug = %(slug)s"
 
 
 def history_and_in_flight(*, conversation_id: int, user_id: int, count: bool) -> tuple[list[Said], int]:
