@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import QuerySet, Sum
 
 from wallet.audit import ledger_audit
 from wallet.models import Account, Entry, Topup
@@ -47,8 +47,10 @@ def entries_for_user(*, user: AbstractBaseUser) -> QuerySet[Entry]:
     account = Account.objects.filter(user=user).first()
     if account is None:
         return Entry.objects.none()
+    # A wallet's entries are its chain (each moves it: the `entry_wallet_is_a_side`
+    # constraint), read by the chain index; the accounts have no index of their own.
     return (
-        Entry.objects.filter(Q(debit_account=account) | Q(credit_account=account))
+        Entry.objects.filter(wallet=account)
         .select_related("debit_account", "credit_account")
         .order_by("-created_at", "-id")
     )
