@@ -83,10 +83,17 @@ class ReplyWriter:
     sends a burst of small chunks costs a few writes (and a reader a few events) instead
     of one per chunk. Text never waits longer than `linger`: the process's flusher thread
     writes what is left (`_Lingering`), and the terminal event writes it first.
+
+    Each write also reads the reply's cancel flag, in the same round trip: `cancel_seen`
+    is what the last write found and `cancel_read_at` when it was read, so the worker
+    asks Redis on its own only when no write has looked for a while.
     """
 
     def __init__(self, message: Message, *, linger: float = 0.0) -> None:
         self.key = stream_key(message)
+        self.cancel_key = cancel_key(message)
+        self.cancel_seen = False
+        self.cancel_read_at = float("-inf")  # time.monotonic() of the last write's read of the flag
         self.offset = 0  # characters of the reply so far
         self.written = 0  # characters the stream holds
         self.unsent = ""
@@ -102,7 +109,12 @@ class ReplyWriter:
             pipe = get_redis().pipeline(transaction=False)
             pipe.xadd(self.key, {"event": kind, "data": json.dumps(data, separators=(",", ":"))}, id=event_id)
             pipe.expire(self.key, self.ttl)
-            pipe.execute()
+            pipe.exists(self.cancel_key)
+            read_at = time.monotonic()
+            *_, cancelled = pipe.execute()
+            if cancelled:
+                self.cancel_seen = True
+            self.cancel_read_at = read_at
             self.broken = False
             return True
         except Exception:

@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The worker looks for a cancel request every this many chunks, or this often,
-# whichever comes first: one Redis round trip per check.
+# whichever comes first: one Redis round trip per check, unless a write of the reply's
+# text read the flag since the last check (streams.ReplyWriter: every write reads it in
+# its own round trip).
 CANCEL_CHECK_CHUNKS = 8
 CANCEL_CHECK_SECONDS = 0.25
 # A reply stops this long before its hold expires, so it can still be settled.
@@ -134,10 +136,15 @@ def _stream(
                     if chunk.usage is not None:
                         outcome.usage = chunk.usage
                     chunks += 1
+                    if writer.cancel_seen:
+                        outcome.cancelled = True
+                        break
                     now = time.monotonic()
                     if chunks % CANCEL_CHECK_CHUNKS == 0 or now - checked_at >= CANCEL_CHECK_SECONDS:
+                        # A write since the last check has read the flag (and found none).
+                        fresh = writer.cancel_read_at >= checked_at
                         checked_at = now
-                        if streams.cancel_requested(message):
+                        if not fresh and streams.cancel_requested(message):
                             outcome.cancelled = True
                             break
                         if now >= deadline:

@@ -360,6 +360,9 @@ AUTO_ROUTER_THRESHOLD = envprobability("AUTO_ROUTER_THRESHOLD")
 
 # Celery: money tasks are acknowledged late and idempotent by message id.
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", REDIS_URL)
+# kombu's Redis transport with one client for its acknowledgement writes (panels/broker.py);
+# a rediss:// broker keeps kombu's own, whose TLS check goes by the scheme's name.
+CELERY_BROKER_TRANSPORT = "panels.broker:Transport" if CELERY_BROKER_URL.startswith("redis://") else None
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

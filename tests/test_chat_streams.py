@@ -94,6 +94,25 @@ def test_cancel_requests_are_seen_through_redis(reply):
     assert streams.cancel_requested(reply) is True
 
 
+def test_each_write_reads_the_cancel_flag_in_its_own_round_trip(reply):
+    writer = streams.ReplyWriter(reply)
+    writer.delta("one ")
+    assert writer.cancel_seen is False and writer.cancel_read_at > float("-inf")
+    read_at = writer.cancel_read_at
+    streams.request_cancel(reply)
+    writer.delta("two")
+    assert writer.cancel_seen is True and writer.cancel_read_at >= read_at
+    assert streams.partial_text(reply) == "one two"  # the text went out with the read
+
+
+def test_a_failed_write_reads_no_flag(reply, settings):
+    streams.request_cancel(reply)
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"
+    writer = streams.ReplyWriter(reply)
+    writer.delta("lost")
+    assert writer.cancel_seen is False and writer.cancel_read_at == float("-inf")
+
+
 def test_partial_text_reads_the_deltas(reply):
     write(reply, "so ", "far", end=None)
     assert streams.partial_text(reply) == "so far"

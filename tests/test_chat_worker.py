@@ -391,6 +391,32 @@ def test_the_time_left_is_read_on_the_database_clock(conversation, monkeypatch):
     assert reply.status == Message.Status.DONE, reply.error_message
 
 
+def test_a_cancel_is_seen_by_the_text_writes_without_a_check_of_its_own(conversation, monkeypatch):
+    """Each write of the reply's text reads the cancel flag in its round trip: with text
+    flowing (a chunk every 25 ms, each written at once), the worker stops on what a write
+    saw and sends Redis no check of its own."""
+    reply = send(conversation, "[demo:tokens=400][demo:tps=40] a long one")
+    checks: list[int] = []
+    monkeypatch.setattr(streams, "cancel_requested", lambda message: checks.append(message.pk) or False)
+    delta, cancelled = streams.ReplyWriter.delta, []
+
+    def delta_then_cancel(self, text):
+        delta(self, text)
+        if self.offset >= 20 and not cancelled:
+            cancelled.append(True)
+            streams.request_cancel(reply)  # as services.message_cancel asks
+
+    monkeypatch.setattr(streams.ReplyWriter, "delta", delta_then_cancel)
+    worker.message_run(message_id=reply.pk)
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.CANCELLED
+    assert checks == []
+    assert 20 <= len(reply.content) < 400
+    events = events_of(reply)
+    assert text_of(events) == reply.content
+    assert events[-1].data["status"] == "cancelled" and events[-1].data["cost"] == reply.cost > 0
+
+
 def test_the_cancel_flag_is_read_from_the_database_when_redis_fails(conversation, monkeypatch):
     reply = send(conversation, "[demo:tokens=5] hi")
     assert not streams.cancel_requested(reply)
