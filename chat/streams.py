@@ -101,6 +101,7 @@ class ReplyWriter:
         self.broken = False
         self.linger = linger
         self.wrote_at = float("-inf")  # time.monotonic() of the last write
+        self.waiting = False  # handed to the flusher, which has not written it yet
         # The worker's thread and the flusher both write: one at a time, in offset order.
         self.lock = threading.Lock()
 
@@ -150,6 +151,7 @@ class ReplyWriter:
 
     def flush(self) -> None:
         with self.lock:
+            self.waiting = False
             self._flush()
 
     def delta(self, text: str) -> None:
@@ -162,6 +164,9 @@ class ReplyWriter:
             if time.monotonic() >= due:
                 self._flush()
                 return
+            if self.waiting:  # the flusher will write this text with what it already waits for
+                return
+            self.waiting = True
         _lingering.add(self, due)
 
     def terminal(self, kind: str, data: dict) -> None:

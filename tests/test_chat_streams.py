@@ -157,6 +157,23 @@ def test_a_lingering_writer_writes_the_first_text_at_once_and_joins_a_burst(repl
     assert text_of(seen) == "first a burst of chunks"
 
 
+def test_a_burst_is_handed_to_the_flusher_once_until_it_writes(reply, monkeypatch):
+    added = []
+    add = streams._lingering.add
+    monkeypatch.setattr(streams._lingering, "add", lambda writer, due: added.append(due) or add(writer, due))
+    writer = streams.ReplyWriter(reply, linger=60.0)
+    writer.delta("first")
+    for part in (" a", " burst", " of", " chunks"):
+        writer.delta(part)
+    assert len(added) == 1 and writer.waiting
+    writer.flush()  # as the flusher does when the text is due
+    assert not writer.waiting and streams.partial_text(reply) == "first a burst of chunks"
+    writer.delta(" more")
+    assert len(added) == 2  # waiting again: handed over again
+    writer.terminal("done", {"status": "done", "cost": 3})
+    assert text_of(events(reply)) == "first a burst of chunks more"
+
+
 def test_text_left_waiting_is_written_without_a_further_chunk(reply):
     import time
 
