@@ -105,10 +105,14 @@ class ReplyWriter:
         # The worker's thread and the flusher both write: one at a time, in offset order.
         self.lock = threading.Lock()
 
-    def _xadd(self, event_id: str, kind: str, data: dict) -> bool:
+    def _xadd(self, *events: tuple[str, str, dict]) -> bool:
+        """Append `events` ((id, kind, data), in id order) in one round trip. Several go in
+        one MULTI/EXEC: Redis serves a blocked XREAD after the transaction, so a reader
+        wakes once and gets them all, not once per event."""
         try:
-            pipe = get_redis().pipeline(transaction=False)
-            pipe.xadd(self.key, {"event": kind, "data": json.dumps(data, separators=(",", ":"))}, id=event_id)
+            pipe = get_redis().pipeline(transaction=len(events) > 1)
+            for event_id, kind, data in events:
+                pipe.xadd(self.key, {"event": kind, "data": json.dumps(data, separators=(",", ":"))}, id=event_id)
             pipe.expire(self.key, self.ttl)
             pipe.exists(self.cancel_key)
             read_at = time.monotonic()
@@ -144,7 +148,7 @@ class ReplyWriter:
         if not self.unsent:
             return True
         self.wrote_at = time.monotonic()
-        if self._xadd(f"{self.offset}-0", "delta", {"text": self.unsent}):
+        if self._xadd((f"{self.offset}-0", "delta", {"text": self.unsent})):
             self.written, self.unsent = self.offset, ""
             return True
         return False
@@ -171,10 +175,18 @@ class ReplyWriter:
 
     def terminal(self, kind: str, data: dict) -> None:
         # Never before text the stream is missing: a reader would stop short of it.
-        # Without the terminal event, readers finish from the database.
+        # Without the terminal event, readers finish from the database. The text still
+        # waiting goes in the same transaction, before it: one round trip, one wake-up
+        # for a reader. (A delta refused there for its id means the stream already holds
+        # text up to this offset: the write landed before, only its answer was lost.)
         with self.lock:
-            if self._flush():
-                self._xadd(f"{self.offset}-1", kind, data)
+            if self.unsent and self.broken and not self._resync():
+                return
+            end = (f"{self.offset}-1", kind, data)
+            if not self.unsent:
+                self._xadd(end)
+            elif self._xadd((f"{self.offset}-0", "delta", {"text": self.unsent}), end):
+                self.written, self.unsent = self.offset, ""
 
 
 class _Lingering:

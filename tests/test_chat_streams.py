@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -172,6 +173,26 @@ def test_a_burst_is_handed_to_the_flusher_once_until_it_writes(reply, monkeypatc
     assert len(added) == 2  # waiting again: handed over again
     writer.terminal("done", {"status": "done", "cost": 3})
     assert text_of(events(reply)) == "first a burst of chunks more"
+
+
+def test_the_last_text_and_the_end_wake_a_waiting_reader_once(reply):
+    import threading
+
+    writer = streams.ReplyWriter(reply, linger=60.0)
+    writer.delta("first")
+    writer.delta(" and the rest")  # waits for the terminal event
+    key = streams.stream_key(reply)
+    answers: list = []
+    reader = threading.Thread(target=lambda: answers.append(get_redis().xread({key: "5-0"}, block=10_000)))
+    reader.start()
+    until = time.monotonic() + 10
+    while not any(c.get("cmd") == "xread" for c in get_redis().client_list()) and time.monotonic() < until:
+        time.sleep(0.005)  # the reader is blocked in its XREAD
+    writer.terminal("done", {"status": "done", "cost": 3})
+    reader.join(timeout=10)
+    [[_key, entries]] = answers[0]
+    assert [(i.decode(), f[b"event"].decode()) for i, f in entries] == [("18-0", "delta"), ("18-1", "done")]
+    assert text_of(events(reply)) == "first and the rest"
 
 
 def test_text_left_waiting_is_written_without_a_further_chunk(reply):
