@@ -191,8 +191,8 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 @pytest.fixture(autouse=True)
 def _stop_the_ledger_batcher():
-    """The worker settles replies through the process's group-commit batcher, whose thread
-    keeps a connection of its own: end it after each test, so no connection outlives the
+    """The worker settles replies through the process's group commit, whose batches run on
+    a connection of their own: close it after each test, so no connection outlives the
     test (and its database)."""
     yield
     from wallet import batching

@@ -293,3 +293,112 @@ def test_posts_along_go_in_the_batch_s_round_trips_and_a_then_that_changes_nothi
     assert (account.balance, account.held) == (920, 200)  # nothing of it committed
     assert Hold.objects.get(pk=holds[3].pk).status == Hold.Status.PENDING
     assert ledger_audit() == []
+
+
+def _recorded(monkeypatch, before=None) -> list[tuple[str, int]]:
+    """Each batch's leading thread and size; `before(calls)` runs as a batch starts."""
+    calls: list[tuple[str, int]] = []
+    commit = ledger_sql.commit_batch
+
+    def recording(ops, **kwargs):
+        calls.append((threading.current_thread().name, len(ops)))
+        if before is not None:
+            before(calls)
+        return commit(ops, **kwargs)
+
+    monkeypatch.setattr(ledger_sql, "commit_batch", recording)
+    return calls
+
+
+def test_a_caller_leads_the_batch_on_the_batch_connection_and_no_thread_is_started(alice, batcher, monkeypatch):
+    account = funded_wallet(alice, 1000)
+    calls = _recorded(monkeypatch)
+    threads = threading.active_count()
+    with CaptureQueriesContext(connection) as mine:
+        hold = batching.wallet_hold_batched(account=account, amount=100, idempotency_key="h")
+        batching.wallet_post_batched(hold=hold, amount=40)
+    assert len(mine) == 0  # not on the caller's connection: the batch connection's transaction
+    assert calls == [(threading.current_thread().name, 1)] * 2 and batcher.batches == 2
+    assert threading.active_count() == threads
+    account.refresh_from_db()
+    assert (account.balance, account.held, hold.status) == (960, 0, "posted")
+
+    outcomes = _threads(6, lambda i: batching.wallet_hold_batched(account=account, amount=10, idempotency_key=f"t{i}"))
+    assert all(o.status == "pending" for o in outcomes), outcomes
+    assert sum(n for _, n in calls[2:]) == 6 and len(calls) < 8  # one of the callers led each batch
+    assert all(name.startswith("Thread-") for name, _ in calls[2:])
+    assert ledger_audit() == []
+
+
+def test_a_leader_whose_batch_fails_wakes_its_followers_and_each_runs_the_plain_service(alice, batcher, monkeypatch):
+    account = funded_wallet(alice, 1000)
+
+    def fail_once(calls):
+        if len(calls) == 1:
+            raise RuntimeError("the database went away")
+
+    calls = _recorded(monkeypatch, fail_once)
+    outcomes = _threads(5, lambda i: batching.wallet_hold_batched(account=account, amount=100, idempotency_key=f"h{i}"))
+    assert all(isinstance(o, Hold) and o.status == "pending" for o in outcomes), outcomes
+    assert calls[0][1] >= 2 and batcher.batches == len(calls) - 1
+    assert batcher._db.connection is None  # closed after the failure: the next batch opens it again
+    account.refresh_from_db()
+    assert account.held == 500
+    hold = batching.wallet_hold_batched(account=account, amount=100, idempotency_key="after")
+    assert hold.status == "pending" and batcher.batches == len(calls) - 1 >= 1
+    assert ledger_audit() == []
+
+
+def test_a_caller_arriving_while_a_batch_commits_leads_the_next_one(alice, batcher, monkeypatch):
+    account = funded_wallet(alice, 1000)
+    late: list[object] = []
+
+    def arrive_during_the_first(calls):
+        if len(calls) != 1:
+            return
+
+        def hold() -> None:
+            try:
+                late.append(batching.wallet_hold_batched(account=account, amount=50, idempotency_key="late"))
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=hold, name="late")
+        thread.start()
+        late.append(thread)
+        for _ in range(1000):  # until it waits in the next batch (the first holds the batch connection)
+            if batcher._pending:
+                break
+            threading.Event().wait(0.01)
+        assert batcher._pending and batcher._leading
+
+    calls = _recorded(monkeypatch, arrive_during_the_first)
+    first = batching.wallet_hold_batched(account=account, amount=100, idempotency_key="first")
+    late[0].join(timeout=60)
+    assert first.status == "pending" and late[1].status == "pending"
+    assert [name for name, _ in calls] == [threading.current_thread().name, "late"]
+    assert batcher.batches == 2
+    account.refresh_from_db()
+    assert account.held == 150
+    assert ledger_audit() == []
+
+
+def test_what_a_full_batch_leaves_behind_gets_a_leader_of_its_own(alice, monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("group commit is PostgreSQL's")
+    small = batching.Batcher(wait=0.3, max_items=2)
+    monkeypatch.setattr(batching, "_batcher", small)
+    calls = _recorded(monkeypatch)
+    account = funded_wallet(alice, 1000)
+    try:
+        outcomes = _threads(
+            7, lambda i: batching.wallet_hold_batched(account=account, amount=100, idempotency_key=f"h{i}")
+        )
+    finally:
+        small.stop()
+    assert all(isinstance(o, Hold) and o.status == "pending" for o in outcomes), outcomes
+    assert all(n <= 2 for _, n in calls) and sum(n for _, n in calls) == 7
+    assert small.batches == len(calls) >= 4
+    account.refresh_from_db()
+    assert account.held == 700
+    assert ledger_audit() == []

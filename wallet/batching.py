@@ -23,19 +23,21 @@ every caller runs the unbatched service on its own.
 
 PostgreSQL only; elsewhere, and inside a caller's transaction (whose atomicity a batch
 committed on another connection would break), these functions are the plain services.
-The batcher is a daemon thread started on first use in the process that uses it.
+There is no batcher thread: the first caller to find no batch gathering leads one
+(`Batcher`), on the process's one batch connection, and wakes the others when it is
+committed; the leader's own outcome costs no hand-off between threads, and a batch
+costs no wake-up of a thread that only gathers and applies.
 """
 
 from __future__ import annotations
 
 import _thread
 import logging
-import queue
-import threading
 import time
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from wallet import ledger_sql
 from wallet.models import Account, Hold
@@ -48,11 +50,11 @@ BATCH_MAX_ITEMS = 64
 
 
 class _Op:
-    """One caller's operation in a batch. The caller waits on `_done`, a bare lock held
-    from the start and released by the batcher: the cheapest hand-off between threads
-    (an Event is a Condition of Python code and a new lock on every wait)."""
+    """One caller's operation in a batch. A follower waits on `_done`, a bare lock held
+    from the start and released by its batch's leader: the cheapest hand-off between
+    threads (an Event is a Condition of Python code and a new lock on every wait)."""
 
-    __slots__ = ("op", "_done", "result", "autotopup")
+    __slots__ = ("op", "_done", "result", "autotopup", "lead")
 
     def __init__(self, op: ledger_sql.HoldOp | ledger_sql.PostOp) -> None:
         self.op = op
@@ -60,6 +62,7 @@ class _Op:
         self._done.acquire()
         self.result: object = None  # the raw outcome (ledger_sql.outcome); None: run the unbatched service
         self.autotopup = False  # a post on a wallet with an automatic top-up on: check it after the commit
+        self.lead = False  # woken to lead the operations a full batch left behind, not with an outcome
 
     def wait(self) -> None:
         self._done.acquire()
@@ -69,54 +72,56 @@ class _Op:
 
 
 class Batcher:
+    """Leader and followers, no thread of its own: the caller whose operation finds no
+    batch gathering leads the next one. It waits out the window (its GIL free for the
+    others to add theirs), waits for the batch before it, takes what gathered, applies it
+    on the process's batch connection and wakes the others; its own outcome needs no
+    hand-off between threads. A caller that arrives while a batch commits starts or joins
+    the next one, which gathers meanwhile."""
+
     def __init__(self, *, wait: float = BATCH_WAIT_SECONDS, max_items: int = BATCH_MAX_ITEMS) -> None:
         self.wait = wait
         self.max_items = max_items
         self.batches = 0  # committed batches, for tests and the benchmark
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._lock = _thread.allocate_lock()  # guards _pending and _leading
+        self._pending: list[_Op] = []
+        self._leading = False  # the operations in _pending have a leader
+        self._commit = _thread.allocate_lock()  # one batch at a time on the batch connection
+        self._db: BaseDatabaseWrapper | None = None
 
     def submit(self, op: _Op) -> _Op:
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            self._start()
-        self._queue.put(op)
-        op.wait()
+        with self._lock:
+            self._pending.append(op)
+            lead = not self._leading
+            self._leading = True
+        if lead:
+            self._lead()
+        else:
+            op.wait()
+            if op.lead:  # the batch before was full: this one leads what it left, its own op first
+                op.lead = False
+                self._lead()
         return op
 
     def stop(self) -> None:
-        """End the thread (it closes its connection); a later submit starts a new one."""
-        if self._thread is not None and self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join(timeout=10)
+        """Close the batch connection (after the batch in flight); a later batch opens it again."""
+        with self._commit:
+            if self._db is not None:
+                self._db.close()
 
-    def _start(self) -> None:
-        with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="ledger-batcher", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        get = self._queue.get
-        while True:
-            first = get()
-            if first is None:
-                connection.close()
-                return
-            ops = [first]
-            # The window fills while this thread sleeps; taking the operations only then
-            # spares a thread switch (and a GIL hand-off) for every one that arrives.
-            time.sleep(self.wait)
-            while len(ops) < self.max_items:
-                try:
-                    op = get(block=False)
-                except queue.Empty:
-                    break
-                if op is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                ops.append(op)
+    def _lead(self) -> None:
+        time.sleep(self.wait)  # the window fills while the leader sleeps
+        with self._commit:
+            with self._lock:
+                ops = self._pending[: self.max_items]
+                rest = self._pending = self._pending[self.max_items :]
+                self._leading = bool(rest)
+            if rest:  # a leader for what did not fit, woken now to gather behind this batch
+                rest[0].lead = True
+                rest[0].finish()
+            own = self._connection()
+            mine = connections[DEFAULT_DB_ALIAS]
+            connections[DEFAULT_DB_ALIAS] = own  # ledger_sql runs on `connection`: the batch's, for now
             try:
                 self._apply(ops)
             except Exception:  # each caller then runs the unbatched service on its own
@@ -124,12 +129,21 @@ class Batcher:
                 for op in ops:
                     op.result = None
                 try:
-                    connection.close()
+                    own.close()
                 except Exception:
-                    log.exception("closing the batcher's connection failed")
+                    log.exception("closing the batch connection failed")
             finally:
-                for op in ops:
-                    op.finish()
+                connections[DEFAULT_DB_ALIAS] = mine
+        for op in ops[1:]:  # ops[0] is the leader's own
+            op.finish()
+
+    def _connection(self) -> BaseDatabaseWrapper:
+        """The process's batch connection: one, shared by whichever caller leads (one at a
+        time, under `_commit`), so a batch never runs on a caller's own connection."""
+        if self._db is None:
+            self._db = connections.create_connection(DEFAULT_DB_ALIAS)
+            self._db.inc_thread_sharing()
+        return self._db
 
     def _apply(self, ops: list[_Op]) -> None:
         revenue = ledger_sql.system_account_id(SYSTEM_REVENUE)
