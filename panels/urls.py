@@ -19,11 +19,14 @@ urlpatterns = [
     path("accounts/profile/keys/", views.apikey_create, name="apikey_create"),
     path("accounts/profile/keys/<str:prefix>/revoke/", views.apikey_revoke, name="apikey_revoke"),
     path("accounts/profile/keys/<str:prefix>/limit/", views.apikey_limit, name="apikey_limit"),
+    # The two APIs come before the site's pages: a request is matched against the patterns
+    # in order, and the site's includes (allauth's alone is dozens) cost each API call a
+    # look at every one of them first. No page's pattern starts with api/ or v1/.
+    path("api/v1/", include("panels.api_urls")),
+    path("v1/", include("openai_api.urls")),
     path("accounts/", include("allauth.urls")),
     path("wallet/", include("wallet.urls")),
     path("", include("chat.urls")),
-    path("api/v1/", include("panels.api_urls")),
-    path("v1/", include("openai_api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     # The split view serves its start-up script as a file: no inline script for the CSP to refuse.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),
