@@ -362,6 +362,24 @@ def _last_terminal(entries: list) -> tuple[str, str, bytes] | None:
     return (event_id, kind, frame) if kind in TERMINAL else None
 
 
+_FROM_DATABASE = object()
+
+
+def _start(last_entry: list, message: Message, after: str) -> bytes | object | None:
+    """Where a reader starts, from the stream's last entry (one XREVRANGE: an empty answer is
+    a stream not there, so no EXISTS first): the terminal event to repeat, `_FROM_DATABASE`,
+    or None to read the stream after `after`."""
+    if not last_entry:
+        # No stream yet (the reply is queued) or no more (it expired): only a reply the
+        # caller found finished is read from the database now.
+        return _FROM_DATABASE if message.finished else None
+    last = _last_terminal(last_entry)
+    if last is not None and _id_le(last[0], after):
+        # The reader already had everything: repeat the end so it stops reconnecting.
+        return last[2]
+    return None
+
+
 def _frames_of(response: list, cursor: str) -> tuple[bytes, str, bool]:
     """The events of one XREAD answer as one write (fewer, larger writes to the reader),
     the id to read after, and whether the stream ended."""
@@ -390,18 +408,13 @@ def sse_events(message: Message, *, after: str = "0-0") -> Iterator[bytes]:
     block_ms = int(min(KEEPALIVE_SECONDS, SYNC_BLOCK_SECONDS) * 1000)
     idle_since = time.monotonic()
     yield f"retry: {RECONNECT_MS}\n\n".encode()
-    if not redis.exists(key):
-        # No stream yet (the reply is queued) or no more (it expired): only a reply the
-        # caller found finished is read from the database now.
-        if message.finished:
-            yield from _frames_from_database(_reload(message.pk), after)
-            return
-    else:
-        last = _last_terminal(redis.xrevrange(key, count=1))
-        if last is not None and _id_le(last[0], after):
-            # The reader already had everything: repeat the end so it stops reconnecting.
-            yield last[2]
-            return
+    start = _start(redis.xrevrange(key, count=1), message, after)
+    if start is _FROM_DATABASE:
+        yield from _frames_from_database(_reload(message.pk), after)
+        return
+    if start is not None:
+        yield start
+        return
     cursor = after
     while True:
         response = redis.xread({key: cursor}, block=block_ms, count=500)
@@ -454,16 +467,14 @@ async def sse_events_async(message: Message, *, after: str = "0-0") -> AsyncIter
     reload = sync_to_async(_reload)
     from_database = sync_to_async(_frames_from_database)
     yield f"retry: {RECONNECT_MS}\n\n".encode()
-    if not await redis.exists(key):
-        if message.finished:  # as in sse_events
-            for frame in await from_database(await reload(message.pk), after):
-                yield frame
-            return
-    else:
-        last = _last_terminal(await redis.xrevrange(key, count=1))
-        if last is not None and _id_le(last[0], after):
-            yield last[2]
-            return
+    start = _start(await redis.xrevrange(key, count=1), message, after)
+    if start is _FROM_DATABASE:
+        for frame in await from_database(await reload(message.pk), after):
+            yield frame
+        return
+    if start is not None:
+        yield start
+        return
     cursor = after
     while True:
         response = await redis.xread({key: cursor}, block=block_ms, count=500)

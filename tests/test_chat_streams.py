@@ -241,3 +241,68 @@ def test_a_reader_looks_its_message_up_in_one_statement_and_names_the_same_strea
     assert streams.message_for_reader(user_id=bob.pk, message_id=reply.pk) is None  # not bob's: a 404
     assert streams.message_for_reader(user_id=alice.pk, message_id=reply.pk + 1000) is None
     assert streams.message_for_reader(user_id=alice.pk, message_id=2**63) is None  # past BIGINT: no row, no error
+
+
+def _counting_async_redis(monkeypatch) -> list[str]:
+    """The async reader's Redis client, with the name of each command it sends recorded."""
+    calls: list[str] = []
+    real = streams._async_redis
+
+    class Counting:
+        def __init__(self, client) -> None:
+            self.client = client
+
+        def __getattr__(self, name):
+            method = getattr(self.client, name)
+
+            async def call(*args, **kwargs):
+                calls.append(name)
+                return await method(*args, **kwargs)
+
+            return call
+
+    monkeypatch.setattr(streams, "_async_redis", lambda: Counting(real()))
+    return calls
+
+
+def test_a_reader_starts_with_one_redis_command_before_it_reads(reply, monkeypatch):
+    """The stream's last entry (XREVRANGE) says both whether there is a stream and whether the
+    reader already had its end: no EXISTS first."""
+    calls = _counting_async_redis(monkeypatch)
+    write(reply, "Hello", " world")
+
+    async def read(after: str) -> list[bytes]:
+        return [frame async for frame in streams.sse_events_async(reply, after=after)]
+
+    frames = asyncio.run(read("0-0"))
+    assert text_of(read_until_end(parse_events(iter(frames)))) == "Hello world"
+    assert calls == ["xrevrange", "xread"]
+    calls.clear()
+    assert asyncio.run(read("11-1"))[-1].startswith(b"id: 11-1\nevent: done")  # had it all: the end again
+    assert calls == ["xrevrange"]
+
+
+def test_a_reader_of_a_queued_reply_waits_on_its_stream_and_of_an_expired_one_reads_the_database(reply, monkeypatch):
+    calls = _counting_async_redis(monkeypatch)
+    Message.objects.filter(pk=reply.pk).update(status="queued")
+    reply.status = "queued"
+
+    async def read() -> list[bytes]:
+        async def later() -> None:
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(write, reply, "soon")
+
+        task = asyncio.create_task(later())
+        frames = [frame async for frame in streams.sse_events_async(reply)]
+        await task
+        return frames
+
+    assert text_of(read_until_end(parse_events(iter(asyncio.run(read()))))) == "soon"
+    assert calls[:2] == ["xrevrange", "xread"] and "exists" not in calls
+    # A finished reply whose stream is gone: the database has it (read here through the
+    # synchronous reader, which starts the same way: this test's rows are not committed).
+    get_redis().delete(streams.stream_key(reply))
+    Message.objects.filter(pk=reply.pk).update(status="done", content="stored text", cost=3)
+    reply.status = "done"
+    got = events(reply)
+    assert text_of(got) == "stored text" and got[-1].kind == "done"
