@@ -361,3 +361,19 @@ def test_the_context_is_read_before_the_connection_goes_back_for_the_model_call(
     assert ran - before == expected, "\n".join(_statements(queries))
     reply.refresh_from_db()
     assert reply.status == Message.Status.DONE
+
+
+def test_the_models_statement_is_put_together_once(chat_catalog, monkeypatch):  # noqa: F811
+    if connection.vendor != "postgresql":
+        pytest.skip("the prepared read is PostgreSQL's")
+    from chat import raw_rows, send_sql
+
+    assert send_sql.model_by_slug("demo").slug == "demo"
+
+    def again(*args, **kwargs):
+        raise AssertionError("the column list was put together again")
+
+    monkeypatch.setattr(raw_rows, "columns", again)
+    monkeypatch.setattr(raw_rows, "converters", again)
+    assert send_sql.model_by_slug("demo").slug == "demo"
+    assert send_sql.model_by_slug("no-such-model") is None
