@@ -69,19 +69,37 @@ def asgi(monkeypatch):
 
 
 def test_a_key_requests_view_and_its_rendering_take_one_hop_to_its_thread(asgi, alice, api_client, monkeypatch):
+    """request_started's receivers, the view and the rendering of its response run in one hop to
+    the request's thread (Django's handler made three), then the response's close in another."""
+    from asgiref.sync import SyncToAsync
+    from django.core import signals
+
     _, secret = ApiKey.issue(user=alice, name="hops")
     hops: list[str] = []
-    real = asgi.sync_to_async
+    real = SyncToAsync.__call__
 
-    def counting(fn, *args, **kwargs):
-        hops.append(getattr(fn, "__name__", repr(fn)))
-        return real(fn, *args, **kwargs)
+    def counting(self, *args, **kwargs):
+        hops.append(getattr(self.func, "__name__", repr(self.func)))
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(asgi, "sync_to_async", counting)
+    monkeypatch.setattr(SyncToAsync, "__call__", counting)
+    started: list[str] = []
+
+    def on_start(sender, **kwargs) -> None:
+        started.append(hops[-1])
+
+    signals.request_started.connect(on_start)
+    try:
+        _check_hops(asgi, secret, api_client, hops, started)
+    finally:
+        signals.request_started.disconnect(on_start)
+
+
+def _check_hops(asgi, secret, api_client, hops, started) -> None:
     handler = asgi.ApiASGIHandler(asgi.KEY_API_MIDDLEWARE)
     headers = {"Authorization": f"Bearer {secret}", "Accept": "application/json"}
     status, got_headers, body = asyncio.run(_call(handler, "GET", "/api/v1/models", headers))
-    assert hops == ["_view_and_render"]
+    assert hops == ["_view_and_render", "close"] and started == ["_view_and_render"]
     assert status == 200 and got_headers["Content-Type"] == "application/json"
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
     expected = api_client.get("/api/v1/models", HTTP_ACCEPT="application/json")
@@ -91,7 +109,14 @@ def test_a_key_requests_view_and_its_rendering_take_one_hop_to_its_thread(asgi, 
     # An error is the API's JSON error, rendered the same way.
     hops.clear()
     status, _, body = asyncio.run(_call(handler, "GET", "/api/v1/messages/999999", headers))
-    assert hops == ["_view_and_render"]
+    assert hops == ["_view_and_render", "log_response", "close"]  # Django logs a 4xx off the loop, as before
     assert status == 404 and json.loads(body) == {"error": {"code": "not_found", "message": "Not found."}}
     status, _, body = asyncio.run(_call(handler, "GET", "/api/v1/models", {"Authorization": "Bearer pnl_no_x"}))
     assert status == 401 and json.loads(body)["error"]["code"] == "not_authenticated"
+
+    # A request the edge middleware answers itself (a body over the limit) still signals its start.
+    started.clear()
+    too_big = {**headers, "Content-Length": "99999999"}
+    status, _, body = asyncio.run(_call(handler, "POST", "/api/v1/conversations", too_big))
+    assert status == 413 and json.loads(body)["error"]["code"] == "too_large"
+    assert len(started) == 1
