@@ -4,7 +4,7 @@
 # figures that count. Then, unless --durable-only, the pair rates again with fsync
 # off, printed as a second, labelled line. The last line is one JSON object.
 #   bash bench/ledger.sh [--seconds 5] [--workers 8] [--batch-workers 2] [--batch-threads 64]
-#                        [--audit-entries 10000000] [--durable-only]
+#                        [--warmup 2] [--audit-entries 10000000] [--durable-only]
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 cd "$ROOT"
