@@ -402,3 +402,34 @@ def test_what_a_full_batch_leaves_behind_gets_a_leader_of_its_own(alice, monkeyp
     account.refresh_from_db()
     assert account.held == 700
     assert ledger_audit() == []
+
+
+ODD = 'a "quoted" \\ back\nslash\t\x01 é€😀 |1:|'
+
+
+def test_the_rows_written_out_by_hand_are_json_dumps_own_text_and_the_digest_its_definition():
+    import datetime as dt
+    import hashlib
+    import json
+
+    from wallet import digests
+
+    hold = ledger_sql.HoldOp(7, 100, ODD, ODD[::-1], 60).prepared()
+    assert hold.row == json.dumps({"account": 7, "amount": 100, "key": ODD, "reference": ODD[::-1], "ttl": 60})[:-1]
+    held = Hold(pk=12, account_id=7, amount=100)
+    post = ledger_sql.PostOp(held, 40, ODD, ODD[::-1]).prepared(3)
+    revenue, content, row = post.entry
+    created = dt.datetime.fromisoformat(json.loads(row + "}")["created"])
+    fields = {"account": 7, "amount": 40, "key": "hold:12:post", "reference": ODD, "memo": ODD[::-1], "hold": 12}
+    assert row == json.dumps({**fields, "created": created.isoformat()})[:-1]
+    parts = ["usage", "7", "3", "40", "hold:12:post", ODD, ODD[::-1], "12", str(digests.micros(created))]
+    assert content == hashlib.sha256("|".join(f"{len(p)}:{p}" for p in parts).encode()).hexdigest()
+
+
+def test_a_post_with_an_odd_memo_goes_through_a_batch_and_chains_as_the_audit_expects(alice, batcher):
+    account = funded_wallet(alice, 1000)
+    hold = batching.wallet_hold_batched(account=account, amount=100, idempotency_key=ODD, reference=ODD)
+    batching.wallet_post_batched(hold=hold, amount=40, memo=ODD[::-1])
+    entry = Entry.objects.get(hold=hold)
+    assert (entry.reference, entry.memo, Hold.objects.get(pk=hold.pk).idempotency_key) == (ODD, ODD[::-1], ODD)
+    assert ledger_audit(full=True) == []

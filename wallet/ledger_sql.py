@@ -24,8 +24,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import json
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _json_str
 
 import psycopg
 from django.conf import settings
@@ -457,15 +457,12 @@ class HoldOp:
     def prepared(self) -> HoldOp:
         """Build the row the batch writes, before the batch (in the caller's thread,
         outside the batch's locks); the batch adds only what it decides."""
-        self.row = json.dumps(
-            {
-                "account": self.account_id,
-                "amount": self.amount,
-                "key": self.idempotency_key,
-                "reference": self.reference,
-                "ttl": self.ttl_seconds,
-            }
-        )[:-1]
+        # json.dumps(...)[:-1] of the same object, written out: the same text for less
+        # than half the time (its string escaping is the same C function).
+        self.row = (
+            f'{{"account": {self.account_id}, "amount": {self.amount}, "key": {_json_str(self.idempotency_key)}, '
+            f'"reference": {_json_str(self.reference)}, "ttl": {self.ttl_seconds}'
+        )
         return self
 
 
@@ -496,17 +493,11 @@ class PostOp:
                 hold_id=self.held.pk,
                 created_at=created,
             )
-            row = json.dumps(
-                {
-                    "account": self.held.account_id,
-                    "amount": self.amount,
-                    "key": key,
-                    "reference": self.reference,
-                    "memo": self.memo,
-                    "hold": self.held.pk,
-                    "created": created.isoformat(),
-                }
-            )[:-1]
+            row = (  # json.dumps(...)[:-1], written out as a hold's row is
+                f'{{"account": {self.held.account_id}, "amount": {self.amount}, "key": {_json_str(key)}, '
+                f'"reference": {_json_str(self.reference)}, "memo": {_json_str(self.memo)}, '
+                f'"hold": {self.held.pk}, "created": "{created.isoformat()}"'
+            )
             self.entry = (revenue_id, content, row)
         return self
 
