@@ -78,8 +78,9 @@ class ApiASGIHandler(ASGIHandler):
         the view's own hop (`_view_and_render`) rather than in a hop of its own before the
         middleware: its receivers (the database connections' and the query log's reset) act
         on that thread's state, and the edge middleware before the view touches neither. A
-        hop is a wake-up of the thread and a hand-over of the GIL each way, on the way to
-        the view."""
+        response whose body is made (not a stream) is closed in that hop too, rather than in
+        another after it is sent. A hop is a wake-up of the thread and a hand-over of the GIL
+        each way."""
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
@@ -127,9 +128,11 @@ class ApiASGIHandler(ASGIHandler):
         try:
             response = tasks[1].result()
         except asyncio.CancelledError:
-            await signals.request_finished.asend(sender=self.__class__)
+            if not getattr(request, "_finished_sent", False):
+                await signals.request_finished.asend(sender=self.__class__)
         else:
-            await sync_to_async(response.close)()
+            if not getattr(request, "_finished_sent", False):
+                await sync_to_async(response.close)()
         body_file.close()
 
     async def _get_response_async(self, request):  # type: ignore[override]
@@ -165,6 +168,12 @@ class ApiASGIHandler(ASGIHandler):
         self.check_response(response, callback)
         if callable(getattr(response, "render", None)):
             response = response.render()
+        if not response.streaming:
+            # Its body is made: closing it (request_finished: the thread's connections back to
+            # the pool) here spares the hop back to this thread after it is sent.
+            response._handler_class = self.__class__
+            request._finished_sent = True
+            response.close()
         return response
 
     def load_middleware(self, is_async: bool = False) -> None:

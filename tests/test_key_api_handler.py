@@ -69,8 +69,8 @@ def asgi(monkeypatch):
 
 
 def test_a_key_requests_view_and_its_rendering_take_one_hop_to_its_thread(asgi, alice, api_client, monkeypatch):
-    """request_started's receivers, the view and the rendering of its response run in one hop to
-    the request's thread (Django's handler made three), then the response's close in another."""
+    """request_started's receivers, the view, the rendering of its response and its close
+    (request_finished) run in one hop to the request's thread (Django's handler made four)."""
     from asgiref.sync import SyncToAsync
     from django.core import signals
 
@@ -88,18 +88,25 @@ def test_a_key_requests_view_and_its_rendering_take_one_hop_to_its_thread(asgi, 
     def on_start(sender, **kwargs) -> None:
         started.append(hops[-1])
 
+    finished: list[str] = []
+
+    def on_finish(sender, **kwargs) -> None:
+        finished.append(hops[-1])
+
     signals.request_started.connect(on_start)
+    signals.request_finished.connect(on_finish)
     try:
-        _check_hops(asgi, secret, api_client, hops, started)
+        _check_hops(asgi, secret, api_client, hops, started, finished)
     finally:
         signals.request_started.disconnect(on_start)
+        signals.request_finished.disconnect(on_finish)
 
 
-def _check_hops(asgi, secret, api_client, hops, started) -> None:
+def _check_hops(asgi, secret, api_client, hops, started, finished) -> None:
     handler = asgi.ApiASGIHandler(asgi.KEY_API_MIDDLEWARE)
     headers = {"Authorization": f"Bearer {secret}", "Accept": "application/json"}
     status, got_headers, body = asyncio.run(_call(handler, "GET", "/api/v1/models", headers))
-    assert hops == ["_view_and_render", "close"] and started == ["_view_and_render"]
+    assert hops == ["_view_and_render"] and started == ["_view_and_render"] and len(finished) == 1
     assert status == 200 and got_headers["Content-Type"] == "application/json"
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
     expected = api_client.get("/api/v1/models", HTTP_ACCEPT="application/json")
@@ -108,8 +115,10 @@ def _check_hops(asgi, secret, api_client, hops, started) -> None:
 
     # An error is the API's JSON error, rendered the same way.
     hops.clear()
+    finished.clear()
     status, _, body = asyncio.run(_call(handler, "GET", "/api/v1/messages/999999", headers))
-    assert hops == ["_view_and_render", "log_response", "close"]  # Django logs a 4xx off the loop, as before
+    assert hops == ["_view_and_render", "log_response"]  # Django logs a 4xx off the loop, as before
+    assert finished == ["_view_and_render"]  # closed once, in the view's hop
     assert status == 404 and json.loads(body) == {"error": {"code": "not_found", "message": "Not found."}}
     status, _, body = asyncio.run(_call(handler, "GET", "/api/v1/models", {"Authorization": "Bearer pnl_no_x"}))
     assert status == 401 and json.loads(body)["error"]["code"] == "not_authenticated"
