@@ -9,7 +9,9 @@
 
 Prints, for each target, the latency it adds to the first token (p50/p95) and to the
 whole 20-token reply over the direct call, and sustained streamed replies/s at N
-concurrent users; with `--procs name=pid,...`, the CPU each process (with its children:
+concurrent users (each with a client of its own and, for Panels, an account and API key of
+its own from `--keys-file`: a user's sends take turns on that user's row); with
+`--procs name=pid,...`, the CPU each process (with its children:
 PostgreSQL's backends) spent per reply in each target's sustained phase, from
 /proc/<pid>/stat. The last line is one JSON object.
 """
@@ -23,6 +25,7 @@ import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx2 as httpx
 
@@ -165,13 +168,14 @@ async def latency(clients: dict[str, Callable[[], Awaitable[tuple[float, float]]
     return {"first": first, "whole": whole}
 
 
-async def sustained(
-    reply: Callable[[], Awaitable[tuple[float, float]]], users: int, seconds: float
-) -> tuple[int, int, float]:
+Reply = Callable[[], Awaitable[tuple[float, float]]]
+
+
+async def sustained(replies: list[Reply], seconds: float) -> tuple[int, int, float]:
     deadline = time.perf_counter() + seconds
     done = errors = 0
 
-    async def user() -> None:
+    async def user(reply: Reply) -> None:
         nonlocal done, errors
         while time.perf_counter() < deadline:
             try:
@@ -181,22 +185,27 @@ async def sustained(
                 errors += 1
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(user() for _ in range(users)))
+    await asyncio.gather(*(user(reply) for reply in replies))
     return done, errors, time.perf_counter() - t0
 
 
 async def run(args: argparse.Namespace) -> dict:
     targets = args.targets
     every = {
-        "direct": lambda: OpenAIShaped(args.demo, "demo").reply,
-        "litellm": lambda: OpenAIShaped(args.litellm, args.litellm_key).reply,
-        "chat": lambda: ChatPath(args.panels, args.key).reply,
-        "v1": lambda: OpenAIShaped(f"{args.panels}/v1", args.key).reply,
+        "direct": lambda key: OpenAIShaped(args.demo, "demo").reply,
+        "litellm": lambda key: OpenAIShaped(args.litellm, args.litellm_key).reply,
+        "chat": lambda key: ChatPath(args.panels, key).reply,
+        "v1": lambda key: OpenAIShaped(f"{args.panels}/v1", key).reply,
     }
-    clients = {name: every[name]() for name in targets}
+    keys = args.keys or [args.key]
+    # Every target alike: a client per user (the connection a user's browser or SDK keeps).
+    users = {name: [every[name](keys[i % len(keys)]) for i in range(args.users)] for name in targets}
+    clients = {name: replies[0] for name, replies in users.items()}
     await latency(clients, 5)  # warm up connections, caches and pools
+    for name in targets:  # and every user's own client (and, for chat, its first conversation)
+        await asyncio.gather(*(reply() for reply in users[name]))
     lat = await latency(clients, args.runs)
-    results: dict = {"runs": args.runs, "users": args.users, "targets_run": list(targets)}
+    results: dict = {"runs": args.runs, "users": args.users, "accounts": len(keys), "targets_run": list(targets)}
     base_first, base_whole = lat["first"]["direct"], lat["whole"]["direct"]
     for name in targets:
         f, w = lat["first"][name], lat["whole"][name]
@@ -215,7 +224,7 @@ async def run(args: argparse.Namespace) -> dict:
         order = list(targets[r % len(targets) :] + targets[: r % len(targets)])
         for name in order:
             before = cpu_ms(roots)
-            done, errors, took = await sustained(clients[name], args.users, args.seconds)
+            done, errors, took = await sustained(users[name], args.seconds)
             after = cpu_ms(roots)
             for proc in roots:
                 cpu[name][proc] += after[proc] - before[proc]
@@ -243,7 +252,8 @@ def report(results: dict) -> None:
                 f" | added whole reply p50 {r['added_whole_p50_ms']:+6.1f} ms p95 {r['added_whole_p95_ms']:+6.1f} ms"
             )
         print(line)
-    print(f"sustained streamed replies/s at {results['users']} concurrent users")
+    users, accounts = results["users"], results["accounts"]
+    print(f"sustained streamed replies/s at {users} concurrent users ({accounts} Panels accounts)")
     for name in targets:
         line = f"{name:8s} {results[name]['replies_per_s']:7.1f} replies/s ({results[name]['errors']} errors)"
         if "cpu_ms_per_reply" in results[name]:
@@ -271,7 +281,8 @@ def main() -> None:
     parser.add_argument("--litellm", required=True, help="the LiteLLM proxy's /v1 URL")
     parser.add_argument("--litellm-key", default="sk-bench")
     parser.add_argument("--panels", required=True, help="Panels' base URL")
-    parser.add_argument("--key", required=True, help="a Panels API key")
+    parser.add_argument("--key", help="a Panels API key, for every user")
+    parser.add_argument("--keys-file", help="Panels API keys, one per line: one per user, in turn")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10)
@@ -290,6 +301,9 @@ def main() -> None:
         help="name=pid,...: processes whose CPU per reply to report (children included)",
     )
     args = parser.parse_args()
+    args.keys = Path(args.keys_file).read_text().split() if args.keys_file else []
+    if not (args.keys or args.key):
+        parser.error("give --key or --keys-file")
     if "direct" not in args.targets:
         args.targets = ("direct", *args.targets)
     results = asyncio.run(run(args))

@@ -45,15 +45,21 @@ export DEBUG=false LOG_LEVEL=WARNING RATE_SEND=1000000/min RATE_V1=1000000/min M
 "$PY" manage.py migrate -v0
 "$PY" manage.py createcachetable
 "$PY" manage.py load_catalog >/dev/null
-"$PY" manage.py shell -c "
+# One account (a user, a wallet and an API key) per concurrent user, as 50 people would be:
+# a user's own sends take turns on the user's row (chat/send_sql.py), so 50 clients sharing
+# one account measure one person with 50 tabs. BENCH_ACCOUNTS=1 measures that instead.
+BENCH_ACCOUNTS=${BENCH_ACCOUNTS:-50}
+"$PY" manage.py shell -v 0 -c "
 from django.contrib.auth import get_user_model
 from allauth.account.models import EmailAddress
+from panels.models import ApiKey
 from wallet.services import wallet_for_user, wallet_grant
-u = get_user_model().objects.create_user(username='bench', email='bench@example.com', password='x')
-EmailAddress.objects.create(user=u, email=u.email, verified=True, primary=True)
-wallet_grant(account=wallet_for_user(user=u), amount=10**13, reason='benchmark', actor='bench', idempotency_key='bench')
-"
-KEY=$("$PY" manage.py apikey create bench@example.com)
+for i in range($BENCH_ACCOUNTS):
+    u = get_user_model().objects.create_user(username=f'bench{i}', email=f'bench{i}@example.com', password='x')
+    EmailAddress.objects.create(user=u, email=u.email, verified=True, primary=True)
+    wallet_grant(account=wallet_for_user(user=u), amount=10**13, reason='benchmark', actor='bench', idempotency_key=f'bench{i}')
+    print(ApiKey.issue(user=u, name='bench')[1])
+" >"$TMP/keys"
 
 cat >"$TMP/litellm.yaml" <<YAML
 model_list:
@@ -89,4 +95,4 @@ echo "machine: $MACHINE; $(date -u +%Y-%m-%d)"
 # CPU per reply of each process (PostgreSQL: the postmaster and its backends).
 PROCS="web=$WEB_PID,worker=$WORKER_PID,litellm=$LITELLM_PID,demo=$DEMO_PID,redis=$(cat "$TMP/redis/redis.pid"),postgres=$(head -n 1 "$TMP/pg/data/postmaster.pid")"
 "$PY" bench/compare.py --demo "$DEMO_MODEL_URL" --litellm "http://127.0.0.1:$LITELLM_PORT/v1" \
-  --panels "http://127.0.0.1:$WEB_PORT" --key "$KEY" --machine "$MACHINE" --procs "$PROCS" "$@"
+  --panels "http://127.0.0.1:$WEB_PORT" --keys-file "$TMP/keys" --machine "$MACHINE" --procs "$PROCS" "$@"
