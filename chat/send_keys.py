@@ -26,8 +26,23 @@ from wallet.errors import InsufficientCredits
 
 MAX_KEY_LENGTH = 255
 
-# What an attempt calls, inside its transaction, once its reply exists.
-Remember = Callable[[Message], None]
+
+class Remember:
+    """What an attempt calls, inside its transaction, once its reply exists: it stores the
+    key's record. A send that writes its rows in one statement (chat/send_sql.py) writes
+    the record in it instead, from `record`."""
+
+    def __init__(self, user: AbstractBaseUser | None = None, key: str = "", digest: str = "") -> None:
+        self.user, self.key, self.digest = user, key, digest
+
+    @property
+    def record(self) -> tuple[str, str] | None:
+        """(key, fingerprint) to store with a 202, or None: no Idempotency-Key."""
+        return (self.key, self.digest) if self.key else None
+
+    def __call__(self, reply: Message) -> None:
+        if self.key:
+            SendKey.objects.create(user=self.user, key=self.key, fingerprint=self.digest, status_code=202, reply=reply)
 
 
 def fingerprint(request: dict) -> str:
@@ -55,16 +70,13 @@ def _replay(record: SendKey) -> Message:
 def send_once(*, user: AbstractBaseUser, key: str, request: dict, attempt: Callable[[Remember], Message]) -> Message:
     """`attempt(remember)` once per (user, key); a repeat returns or raises what the first did."""
     if not key:
-        return attempt(lambda reply: None)
+        return attempt(Remember())
     digest = fingerprint(request)
     if (record := _stored(user=user, key=key, digest=digest)) is not None:
         return _replay(record)
 
-    def remember(reply: Message) -> None:
-        SendKey.objects.create(user=user, key=key, fingerprint=digest, status_code=202, reply=reply)
-
     try:
-        return attempt(remember)
+        return attempt(Remember(user, key, digest))
     except IntegrityError:
         # Another request with this key committed first; this one's transaction rolled back.
         if (record := _stored(user=user, key=key, digest=digest)) is None:

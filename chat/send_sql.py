@@ -28,6 +28,7 @@ from django.db import connection
 from chat import raw_rows
 from chat.models import Message, ModelSpec
 from wallet import ledger_sql
+from wallet.models import Account, Hold
 
 _HISTORY = """
 SELECT m.id, m.role, m.content, m.attachments::text
@@ -121,25 +122,192 @@ def _model_sql() -> str:
     return f"SELECT {raw_rows.columns(ModelSpec, table)} FROM {table} WHERE slug = %(slug)s"
 
 
-def history_and_in_flight(*, conversation_id: int, user_id: int, count: bool) -> tuple[list[Said], int]:
-    """The history the model may see, in order, and (with `count`) the user's replies in flight."""
-    with ledger_sql.cursor() as c:
-        if count:
-            c.execute(_HISTORY_AND_IN_FLIGHT, {"conversation": conversation_id, "user": user_id})
-            rows = c.fetchall()
-            in_flight = rows[0][0]
-            rows = [row[1:] for row in rows if row[1] is not None]
-        else:
-            c.execute(_HISTORY, {"conversation": conversation_id})
-            rows = c.fetchall()
-            in_flight = 0
+# --- the send in two round trips and its commit -------------------------------------
+#
+# `open_send` sends the transaction's BEGIN, the lock of the user's and the conversation's
+# rows (services._lock_for_send's statement), the model's row and the history in one
+# pipeline (psycopg's pipeline mode, www.psycopg.org/psycopg3/docs/advanced/pipeline.html):
+# PostgreSQL runs them in order, each statement with its own snapshot, so the history is
+# read after the lock is taken, as before, and the client waits for one round trip
+# instead of four. `store_and_hold` then writes the prompt, the reply, the hold (the
+# wallet's row locked from it to the commit), the hold's link to the API key the send
+# acts with and the Idempotency-Key's record in one statement.
+
+
+@dataclass
+class Opened:
+    found: bool  # the conversation is the user's and still exists (its row is locked)
+    title: str
+    system_prompt: str
+    wallet_id: int | None
+    spec: ModelSpec | None
+    history: list[Said]
+    in_flight: int
+
+
+# services._lock_for_send's statement on PostgreSQL: the user's row, then the conversation's.
+_LOCK = (
+    "WITH u AS (SELECT id FROM {user} WHERE id = %s FOR NO KEY UPDATE) "
+    "UPDATE chat_conversation SET updated_at = %s, title = CASE WHEN title = '' THEN %s ELSE title END FROM u "
+    "WHERE chat_conversation.id = %s AND chat_conversation.user_id = u.id "
+    "RETURNING chat_conversation.title, chat_conversation.system_prompt,"
+    " (SELECT w.id FROM wallet_account w WHERE w.user_id = chat_conversation.user_id)"
+)
+_lock_statement: str | None = None
+
+
+def lock_statement() -> str:
+    """The lock's statement; its parameters: the user's id, now, the title, the conversation's id."""
+    global _lock_statement
+    if _lock_statement is None:
+        from django.contrib.auth import get_user_model
+
+        _lock_statement = _LOCK.format(user=get_user_model()._meta.db_table)
+    return _lock_statement
+
+
+def open_send(
+    *, conversation_id: int, user_id: int, title: str, now: dt.datetime, slug: str | None, count: bool
+) -> Opened:
+    """BEGIN, the send's lock (touching the conversation), the model's row (`slug`; None:
+    not read) and the history with the count in flight, in one round trip."""
+    global _model_converters, _model_select
+    if slug is not None and (_model_converters is None or _model_select is None):
+        _model_converters = raw_rows.converters(ModelSpec, ModelSpec._meta.db_table)
+        _model_select = _model_sql()
+    ledger_sql.prepare_connection()
+    conn = connection.connection
+    with ledger_sql.cursor() as lock, ledger_sql.cursor() as model, ledger_sql.cursor() as history:
+        with connection.wrap_database_errors, conn.pipeline():
+            lock.execute(lock_statement(), [user_id, now, title[:200], conversation_id])
+            if slug is not None:
+                model.execute(_model_select, {"slug": slug})
+            if count:
+                history.execute(_HISTORY_AND_IN_FLIGHT, {"conversation": conversation_id, "user": user_id})
+            else:
+                history.execute(_HISTORY, {"conversation": conversation_id})
+        row = lock.fetchone()
+        spec_row = model.fetchone() if slug is not None else None
+        rows = history.fetchall()
+    in_flight = 0
+    if count:
+        in_flight = rows[0][0]
+        rows = [r[1:] for r in rows if r[1] is not None]
     said = [Said(pk, role, content, [] if raw == "[]" else json.loads(raw)) for pk, role, content, raw in rows]
-    return said, in_flight
+    spec = None if spec_row is None else raw_rows.instance(ModelSpec, _model_converters, spec_row)
+    if row is None:
+        return Opened(False, "", "", None, spec, said, in_flight)
+    return Opened(True, row[0], row[1], row[2], spec, said, in_flight)
 
 
-def insert_pair(
+_MESSAGE_COLUMNS = ", ".join(["id", *INSERT_COLUMNS])
+
+_STORE_AND_HOLD = f"""
+WITH ids AS MATERIALIZED (
+    -- The prompt's id, then the reply's, drawn first: the hold's key names the reply.
+    SELECT min(v) AS prompt_id, max(v) AS reply_id
+    FROM (SELECT nextval(pg_get_serial_sequence('chat_message', 'id')) AS v FROM generate_series(1, 2)) s
+), a AS (
+    SELECT id, balance - held AS available, frozen_reason
+    FROM wallet_account WHERE id = %(account)s FOR UPDATE
+), h AS (
+    INSERT INTO wallet_hold (account_id, amount, status, posted_amount, excess, idempotency_key,
+                             reference, reason, expires_at, created_at, resolved_at)
+    SELECT a.id, %(amount)s,
+           CASE WHEN a.available >= %(amount)s THEN 'pending' ELSE 'rejected' END,
+           NULL, 0, 'message:' || ids.reply_id, 'message:' || ids.reply_id,
+           CASE WHEN a.available >= %(amount)s THEN '' ELSE 'only ' || a.available || ' credits available' END,
+           now() + %(ttl)s * interval '1 second', now(),
+           CASE WHEN a.available >= %(amount)s THEN NULL ELSE now() END
+    FROM a, ids WHERE a.frozen_reason = ''
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, status, reason, expires_at, created_at, resolved_at
+), u AS (
+    UPDATE wallet_account SET held = held + %(amount)s
+    FROM h WHERE wallet_account.id = %(account)s AND h.status = 'pending'
+    RETURNING 1
+), p AS (
+    INSERT INTO chat_message ({_MESSAGE_COLUMNS})
+    SELECT ids.prompt_id, %(conversation)s, 'user', %(content)s, %(attachments)s::jsonb, 'done', NULL, '',
+        '', NULL, NULL, '', NULL, '[]'::jsonb, 0, '{{{{}}}}'::jsonb,
+        NULL, NULL, false, NULL, '', '', false,
+        NULL, %(created_at)s, NULL, NULL
+    FROM ids
+    RETURNING 1
+), r AS (
+    INSERT INTO chat_message ({_MESSAGE_COLUMNS})
+    SELECT ids.reply_id, %(conversation)s, 'assistant', '', '[]'::jsonb, 'queued', %(model)s, %(requested_model)s,
+        %(routed_by)s, NULL, NULL, '', CASE WHEN h.status = 'pending' THEN h.id END,
+        %(context)s::jsonb || to_jsonb(ids.prompt_id), %(input_estimate)s, %(prices)s::jsonb,
+        NULL, NULL, false, NULL, '', '', false,
+        NULL, %(created_at)s, NULL, NULL
+    FROM ids LEFT JOIN h ON true
+    RETURNING 1
+){{link}}{{send_key}}
+SELECT ids.reply_id, ids.prompt_id, h.id, h.status, h.reason, h.expires_at, h.created_at, h.resolved_at,
+    a.available, a.frozen_reason, {{linked}}
+FROM ids CROSS JOIN a LEFT JOIN h ON true
+"""
+
+# The hold linked to the API key the send acts with, only while the key is still active
+# (openai_api/key_spend.py: `_link`'s rule, in the hold's statement).
+_LINK = """, k AS (
+    INSERT INTO {keyhold} (api_key_id, hold_id, created_at)
+    SELECT k.id, h.id, %(now)s FROM h, {apikey} k JOIN {user} u ON u.id = k.user_id
+    WHERE h.status = 'pending' AND k.id = %(api_key)s AND k.revoked_at IS NULL
+      AND (k.expires_at IS NULL OR k.expires_at > %(now)s) AND u.is_active
+    RETURNING 1
+)"""
+
+# The Idempotency-Key's record (chat/send_keys.py); a second request racing on the key
+# fails on the unique index and rolls back, as the ORM's INSERT did.
+_SEND_KEY = """, s AS (
+    INSERT INTO {sendkey} (user_id, key, fingerprint, status_code, reply_id, error, created_at)
+    SELECT %(user)s, %(send_key)s, %(fingerprint)s, 202, ids.reply_id, NULL, %(now)s FROM ids
+    RETURNING 1
+)"""
+
+_store_statements: dict[tuple[bool, bool], str] = {}
+
+
+def _store_sql(*, link: bool, send_key: bool) -> str:
+    sql = _store_statements.get((link, send_key))
+    if sql is None:
+        from django.contrib.auth import get_user_model
+
+        from chat.models import SendKey
+        from openai_api.models import KeyHold
+        from panels.models import ApiKey
+
+        q = connection.ops.quote_name
+        sql = _STORE_AND_HOLD.format(
+            link=_LINK.format(
+                keyhold=q(KeyHold._meta.db_table),
+                apikey=q(ApiKey._meta.db_table),
+                user=q(get_user_model()._meta.db_table),
+            )
+            if link
+            else "",
+            send_key=_SEND_KEY.format(sendkey=q(SendKey._meta.db_table)) if send_key else "",
+            linked="(SELECT count(*) FROM k)" if link else "0",
+        )
+        _store_statements[(link, send_key)] = sql
+    return sql
+
+
+@dataclass(frozen=True)
+class Stored:
+    reply: Message
+    hold: Hold | None  # None: the wallet is frozen (nothing was held)
+    available: int
+    frozen_reason: str
+    linked: bool
+
+
+def store_and_hold(
     *,
     conversation_id: int,
+    user_id: int,
     content: str,
     attachments: list[dict],
     spec: ModelSpec,
@@ -149,26 +317,58 @@ def insert_pair(
     input_estimate: int,
     prices: dict,
     created_at: dt.datetime,
-) -> Message:
-    """Store the prompt and its queued reply (its context: `context_before`, then the prompt);
-    returns the reply."""
+    account_id: int,
+    amount: int,
+    ttl_seconds: int,
+    api_key_id: int | None,
+    send_key: tuple[str, str] | None,
+) -> Stored:
+    """The prompt, its queued reply and the reply's hold of `amount` (the reply's `hold_id`
+    when placed), the hold's link to `api_key_id` and the record of `send_key` (key,
+    fingerprint): one statement. The caller refuses a rejected hold, a frozen wallet or
+    an unlinked key by raising, which rolls the transaction back."""
+    params = {
+        "conversation": conversation_id,
+        "content": content,
+        "attachments": json.dumps(attachments),
+        "model": spec.pk,
+        "requested_model": requested_model,
+        "routed_by": routed_by,
+        "context": json.dumps(context_before),
+        "input_estimate": input_estimate,
+        "prices": json.dumps(prices),
+        "created_at": created_at,
+        "account": account_id,
+        "amount": amount,
+        "ttl": ttl_seconds,
+        "now": created_at,
+        "api_key": api_key_id,
+        "user": user_id,
+        "send_key": send_key[0] if send_key else None,
+        "fingerprint": send_key[1] if send_key else None,
+    }
     with ledger_sql.cursor() as c:
-        c.execute(
-            _INSERT_PAIR,
-            {
-                "conversation": conversation_id,
-                "content": content,
-                "attachments": json.dumps(attachments),
-                "model": spec.pk,
-                "requested_model": requested_model,
-                "routed_by": routed_by,
-                "context": json.dumps(context_before),
-                "input_estimate": input_estimate,
-                "prices": json.dumps(prices),
-                "created_at": created_at,
-            },
+        c.execute(_store_sql(link=api_key_id is not None, send_key=send_key is not None), params)
+        row = c.fetchone()
+    if row is None:
+        raise Account.DoesNotExist(f"no account {account_id}")
+    reply_id, prompt_id, hold_id, status, reason, expires_at, hold_created, resolved_at, available, frozen, linked = row
+    hold = None
+    if hold_id is not None:
+        hold = Hold(
+            pk=hold_id,
+            account_id=account_id,
+            amount=amount,
+            status=status,
+            idempotency_key=f"message:{reply_id}",
+            reference=f"message:{reply_id}",
+            reason=reason,
+            expires_at=expires_at,
+            created_at=hold_created,
+            resolved_at=resolved_at,
         )
-        reply_id, prompt_id = c.fetchone()
+        hold._state.adding = False
+        hold._state.db = connection.alias
     reply = Message(
         pk=reply_id,
         conversation_id=conversation_id,
@@ -181,7 +381,10 @@ def insert_pair(
         input_estimate=input_estimate,
         prices=prices,
         created_at=created_at,
+        hold_id=hold_id if hold is not None and status == Hold.Status.PENDING else None,
     )
     reply._state.adding = False
     reply._state.db = connection.alias
-    return reply
+    if reply.hold_id is not None:
+        reply.hold = hold
+    return Stored(reply, hold, available, frozen, bool(linked))

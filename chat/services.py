@@ -28,9 +28,10 @@ from chat.send_keys import Remember, send_once
 from chat.tokens import REPLY_PRIMING_TOKENS, model_message_tokens
 from chat.usage_records import usage_keep_for_deletion
 from chat.worker import RUNNING, announce_done, message_fail
-from openai_api.key_spend import acting_key, key_hold
+from openai_api.key_spend import KeyInactive, acting_key, key_hold, key_spend_check
 from wallet import ledger_sql
-from wallet.models import Account
+from wallet.errors import InsufficientCredits, WalletFrozen
+from wallet.models import Account, Hold
 from wallet.services import wallet_for_user, wallet_hold, wallet_void
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,6 @@ def _lock_for_send(conversation: Conversation, *, user: AbstractBaseUser, title:
     the wallet's row, which only the hold, the send's last statement, locks. Sends in one
     conversation take turns on its row, so each builds its context in order.
     """
-    user_table = user._meta.db_table
     returning = (
         "RETURNING chat_conversation.title, chat_conversation.system_prompt,"
         " (SELECT w.id FROM wallet_account w WHERE w.user_id = chat_conversation.user_id)"
@@ -101,11 +101,7 @@ def _lock_for_send(conversation: Conversation, *, user: AbstractBaseUser, title:
     touch = "SET updated_at = %s, title = CASE WHEN title = '' THEN %s ELSE title END"
     now = timezone.now()
     if connection.vendor == "postgresql":
-        sql = (
-            f"WITH u AS (SELECT id FROM {user_table} WHERE id = %s FOR NO KEY UPDATE) "
-            f"UPDATE chat_conversation {touch} FROM u "
-            f"WHERE chat_conversation.id = %s AND chat_conversation.user_id = u.id {returning}"
-        )
+        sql = send_sql.lock_statement()
         params = [user.pk, now, title[:200], conversation.pk]
     else:  # SQLite: a write transaction holds the whole database already
         sql = f"UPDATE chat_conversation {touch} WHERE id = %s AND user_id = %s {returning}"
@@ -218,12 +214,17 @@ def _resolve_model(
         spec = send_sql.model_by_slug(requested)
     else:
         spec = ModelSpec.objects.filter(slug=requested).first()
+    return _check_model(spec, requested=requested), ""
+
+
+def _check_model(spec: ModelSpec | None, *, requested: str) -> ModelSpec:
+    """`spec`, the row of the model named `requested`, if it may answer."""
     if spec is None or not spec.enabled:
         raise InvalidMessage(f"There is no model called {requested!r}.", code="unknown_model")
     if not spec.available:
         log.info("model unavailable", extra={"model": spec.slug, "reason": spec.operator_reason})
         raise ModelUnavailable(f"{spec.name} is temporarily unavailable; pick another model or Auto.")
-    return spec, ""
+    return spec
 
 
 def _message_tokens(message: Message, spec: ModelSpec) -> int:
@@ -310,10 +311,7 @@ def _reply_hold(reply: Message, *, wallet_id: int) -> None:
 
     Sent with an API key: under that key's spend limit, as its /v1 calls are (the key's row
     is locked and its limit checked just before, and the hold linked to the key just after)."""
-    worst_case = reply_cost(
-        reply.prices, input_tokens=reply.input_estimate, output_tokens=reply.model.max_output_tokens
-    )
-    amount = max(worst_case, 1)
+    amount = _hold_amount(reply.prices, input_estimate=reply.input_estimate, spec=reply.model)
     reply.hold = key_hold(
         api_key=acting_key(),
         amount=amount,
@@ -325,6 +323,11 @@ def _reply_hold(reply: Message, *, wallet_id: int) -> None:
             attach=(Message._meta.db_table, reply.pk),
         ),
     )
+
+
+def _hold_amount(prices: dict, *, input_estimate: int, spec: ModelSpec) -> int:
+    """A reply's hold: its worst case at the prices it keeps (at least one credit)."""
+    return max(reply_cost(prices, input_tokens=input_estimate, output_tokens=spec.max_output_tokens), 1)
 
 
 def _check_in_flight(user: AbstractBaseUser) -> None:
@@ -425,31 +428,29 @@ def _send(
     images: list[dict],
     remember: Remember,
 ) -> Message:
+    if send_sql.enabled():
+        return _send_in_two_statements(
+            user=user, conversation=conversation, content=content, model=model, images=images, remember=remember
+        )
     # What needs no lock happens before the transaction: Auto's decision (the router's
     # embedding) and the model's row (with the decision made, Auto needs no history).
     decision = _auto_decision(model, content=content, conversation=conversation)
     spec, routed_by = _resolve_model(model, content=content, history=[], images=bool(images), decision=decision)
-    if images and not spec.image_input:
-        raise InvalidMessage(f"{spec.name} does not take images.", code="images_not_supported")
+    _check_takes_images(spec, images)
     with transaction.atomic():
         locked, wallet_id = _lock_for_send(conversation, user=user, title=_title_from(content))
-        if send_sql.enabled():
-            reply = _store_in_two_statements(
-                locked, user=user, content=content, images=images, spec=spec, model=model, routed_by=routed_by
-            )
-        else:
-            history = _history(locked)
-            _check_in_flight(user)
-            prompt = Message.objects.create(
-                conversation=locked, role=Message.Role.USER, content=content, attachments=images
-            )
-            reply = _reply_create(
-                conversation=locked,
-                spec=spec,
-                requested_model=model,
-                routed_by=routed_by,
-                candidates=[*history, prompt],
-            )
+        history = _history(locked)
+        _check_in_flight(user)
+        prompt = Message.objects.create(
+            conversation=locked, role=Message.Role.USER, content=content, attachments=images
+        )
+        reply = _reply_create(
+            conversation=locked,
+            spec=spec,
+            requested_model=model,
+            routed_by=routed_by,
+            candidates=[*history, prompt],
+        )
         remember(reply)
         _reply_hold(reply, wallet_id=wallet_id)  # the last statement: the wallet's row is locked to the commit
         failures = _enqueue_after_commit(reply)
@@ -457,36 +458,89 @@ def _send(
     return reply
 
 
-def _store_in_two_statements(
-    locked: Conversation,
+def _check_takes_images(spec: ModelSpec, images: list) -> None:
+    if images and not spec.image_input:
+        raise InvalidMessage(f"{spec.name} does not take images.", code="images_not_supported")
+
+
+def _send_in_two_statements(
     *,
     user: AbstractBaseUser,
+    conversation: Conversation,
     content: str,
-    images: list[dict],
-    spec: ModelSpec,
     model: str,
-    routed_by: str,
+    images: list[dict],
+    remember: Remember,
 ) -> Message:
-    """PostgreSQL: the history with the count in flight, then the prompt's and the reply's
-    INSERTs (chat/send_sql.py): the same checks and rows as the ORM path, in two statements."""
-    history, in_flight = send_sql.history_and_in_flight(
-        conversation_id=locked.pk, user_id=user.pk, count=bool(settings.MAX_REPLIES_IN_FLIGHT_PER_USER)
-    )
-    _refuse_past_cap(in_flight)
-    prompt = send_sql.Said(None, Message.Role.USER, content, images)
-    chosen, total = _reply_context(conversation=locked, spec=spec, candidates=[*history, prompt])
-    return send_sql.insert_pair(
-        conversation_id=locked.pk,
-        content=content,
-        attachments=images,
-        spec=spec,
-        requested_model=model,
-        routed_by=routed_by,
-        context_before=[m.pk for m in chosen[:-1]],
-        input_estimate=total,
-        prices=spec.prices_snapshot(),
-        created_at=timezone.now(),
-    )
+    """PostgreSQL: the same checks and rows as the ORM path, in two round trips and the
+    commit (chat/send_sql.py). The first sends BEGIN, the lock (`_lock_for_send`'s
+    statement), the model's row and the history with the count in flight as one pipeline;
+    the second is one statement that stores the prompt and the reply and places the hold
+    (linked to the API key the send acts with, and with the Idempotency-Key's record):
+    the wallet's row is locked from it to the commit. A refusal raises, which rolls back
+    everything the statement wrote."""
+    auto = model == AUTO
+    if auto:  # the router's embedding, before the transaction (no row lock waits on it)
+        decision = _auto_decision(model, content=content, conversation=conversation)
+        spec, routed_by = _resolve_model(model, content=content, history=[], images=bool(images), decision=decision)
+        _check_takes_images(spec, images)
+    api_key = acting_key()
+    with transaction.atomic():
+        now = timezone.now()
+        opened = send_sql.open_send(
+            conversation_id=conversation.pk,
+            user_id=user.pk,
+            title=_title_from(content),
+            now=now,
+            slug=None if auto else model,
+            count=bool(settings.MAX_REPLIES_IN_FLIGHT_PER_USER),
+        )
+        if not opened.found:
+            raise Gone("This conversation no longer exists; it was deleted.")
+        if not auto:
+            spec, routed_by = _check_model(opened.spec, requested=model), ""
+            _check_takes_images(spec, images)
+        conversation.title, conversation.system_prompt, conversation.updated_at = (
+            opened.title,
+            opened.system_prompt,
+            now,
+        )
+        wallet_id = opened.wallet_id or wallet_for_user(user=user).pk  # a user's first reply makes the wallet
+        _refuse_past_cap(opened.in_flight)
+        prompt = send_sql.Said(None, Message.Role.USER, content, images)
+        chosen, total = _reply_context(conversation=conversation, spec=spec, candidates=[*opened.history, prompt])
+        prices = spec.prices_snapshot()
+        amount = _hold_amount(prices, input_estimate=total, spec=spec)
+        if api_key is not None:  # the key's row is locked before the wallet's, as on /v1
+            key_spend_check(api_key=api_key, amount=amount)
+        stored = send_sql.store_and_hold(
+            conversation_id=conversation.pk,
+            user_id=user.pk,
+            content=content,
+            attachments=images,
+            spec=spec,
+            requested_model=model,
+            routed_by=routed_by,
+            context_before=[m.pk for m in chosen[:-1]],
+            input_estimate=total,
+            prices=prices,
+            created_at=timezone.now(),
+            account_id=wallet_id,
+            amount=amount,
+            ttl_seconds=settings.HOLD_TTL_SECONDS,
+            api_key_id=None if api_key is None else api_key.pk,
+            send_key=remember.record,
+        )
+        if stored.hold is None:  # the hold's key is the new reply's: only a frozen wallet places none
+            raise WalletFrozen(stored.frozen_reason)
+        if stored.hold.status == Hold.Status.REJECTED:
+            raise InsufficientCredits(needed=amount, available=stored.available)
+        if api_key is not None and not stored.linked:
+            raise KeyInactive(f"API key {api_key.prefix} is no longer active")
+        reply = stored.reply
+        failures = _enqueue_after_commit(reply)
+    _raise_if_not_queued(failures)
+    return reply
 
 
 def message_retry(*, user: AbstractBaseUser, message: Message, idempotency_key: str = "") -> Message:

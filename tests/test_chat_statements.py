@@ -41,54 +41,108 @@ def _statements(queries: CaptureQueriesContext) -> list[str]:
     return [" ".join(q["sql"].split()) for q in queries.captured_queries]
 
 
-def test_a_send_is_seven_statements_on_postgresql_and_the_hold_is_the_last_before_commit(conversation):
+def test_a_send_is_two_round_trips_and_its_commit_on_postgresql_and_the_hold_is_the_last(conversation, monkeypatch):
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL's count; SQLite's is below")
+    import psycopg
+
+    pipelines = []
+    pipeline = psycopg.Connection.pipeline
+
+    def counted(self):
+        pipelines.append(len(connection.queries_log))
+        return pipeline(self)
+
+    monkeypatch.setattr(psycopg.Connection, "pipeline", counted)
     with CaptureQueriesContext(connection) as queries:
+        start = len(connection.queries_log)
         reply = services.message_send(user=conversation.user, conversation=conversation, content="hi", model="demo")
     sql = _statements(queries)
-    # 1 the model's row (before the transaction: it needs no lock)
-    # 2 BEGIN
-    # 3 lock the user's row, then the conversation's, and touch it (updated_at), returning
+    # One pipeline, one round trip:
+    # 1 BEGIN
+    # 2 lock the user's row, then the conversation's, and touch it (updated_at), returning
     #   its system prompt and the wallet's id: one UPDATE ... RETURNING
+    # 3 the model's row
     # 4 the history, with the count of replies in flight (the cap) in the same statement
-    # 5 the prompt's and the reply's INSERTs: one statement
-    # 6 the hold, which also sets the reply's hold_id: one statement, the wallet row's lock
-    # 7 COMMIT
-    assert len(sql) == 7, "\n".join(sql)
-    assert "chat_modelspec" in sql[0]
-    assert sql[1] == "BEGIN"
-    assert sql[2].startswith("WITH u AS (SELECT id FROM auth_user") and "UPDATE chat_conversation" in sql[2]
+    # Then:
+    # 5 the prompt's and the reply's INSERTs, the hold (the wallet row's lock) and the
+    #   reply's hold_id: one statement
+    # 6 COMMIT
+    assert len(sql) == 6, "\n".join(sql)
+    assert pipelines == [start + 1]  # the pipeline opened after BEGIN, around 2-4
+    assert sql[0] == "BEGIN"
+    assert sql[1].startswith("WITH u AS (SELECT id FROM auth_user") and "UPDATE chat_conversation" in sql[1]
+    assert "chat_modelspec" in sql[2]
     assert "count(*)" in sql[3] and "FROM chat_message" in sql[3]
-    assert sql[4].startswith("WITH p AS ( INSERT INTO chat_message") and sql[4].count("INSERT INTO chat_message") == 2
-    assert "INSERT INTO wallet_hold" in sql[5] and "UPDATE chat_message SET hold_id" in sql[5]
-    assert sql[6] == "COMMIT"
-    assert not any("wallet_account" in s and "FOR UPDATE" in s for s in sql[:5])  # the wallet is locked last
-    reply.refresh_from_db()
-    assert reply.hold_id == Hold.objects.get(idempotency_key=f"message:{reply.pk}").pk
+    assert sql[4].count("INSERT INTO chat_message") == 2 and "INSERT INTO wallet_hold" in sql[4]
+    assert sql[5] == "COMMIT"
+    assert not any("wallet_account" in s and "FOR UPDATE" in s for s in sql[:4])  # the wallet is locked last
+    stored = Message.objects.get(pk=reply.pk)
+    assert stored.hold_id == reply.hold_id == Hold.objects.get(idempotency_key=f"message:{reply.pk}").pk
+    assert stored.context_ids[-1] < reply.pk  # the prompt's id comes before its reply's
     assert Account.objects.get(user=conversation.user).held == reply.hold.amount
     assert ledger_audit() == []
 
 
-def test_the_two_statements_store_what_the_orm_path_stores(conversation, settings):
-    """The history (and the count in flight) and the INSERTs of chat/send_sql.py: the same
-    rows, and the same context, as the ORM's path, on PostgreSQL."""
+def test_a_send_with_a_key_and_an_idempotency_key_adds_no_statement(conversation):
+    """The hold's link to the API key and the Idempotency-Key's record are written in the
+    hold's statement (a key with a spend limit adds its lock and its spend's read before)."""
     if connection.vendor != "postgresql":
-        pytest.skip("the two statements are PostgreSQL's")
+        pytest.skip("PostgreSQL's count")
+    from chat.models import SendKey
+    from openai_api.key_spend import acting_as
+    from openai_api.models import KeyHold
+    from panels.models import ApiKey
+
+    api_key, _ = ApiKey.issue(user=conversation.user, name="k")
+    with acting_as(lambda: api_key), CaptureQueriesContext(connection) as queries:
+        reply = services.message_send(
+            user=conversation.user, conversation=conversation, content="hi", model="demo", idempotency_key="k1"
+        )
+    sql = _statements(queries)
+    # The key's record is looked up first (a repeat answers from it), then the send's six.
+    assert len(sql) == 7, "\n".join(sql)
+    assert "chat_sendkey" in sql[0] and sql[1] == "BEGIN" and sql[6] == "COMMIT"
+    assert "openai_api_keyhold" in sql[5] and "chat_sendkey" in sql[5] and "wallet_hold" in sql[5]
+    assert KeyHold.objects.get(hold_id=reply.hold_id).api_key_id == api_key.pk
+    record = SendKey.objects.get(user=conversation.user, key="k1")
+    assert (record.reply_id, record.status_code) == (reply.pk, 202)
+    again = services.message_send(
+        user=conversation.user, conversation=conversation, content="hi", model="demo", idempotency_key="k1"
+    )
+    assert again.pk == reply.pk and Message.objects.filter(conversation=conversation).count() == 4
+
+
+def test_the_send_statements_store_what_the_orm_path_stores(conversation, settings):
+    """The lock's, the model's and the history's reads (with the count in flight) and the
+    store-and-hold statement of chat/send_sql.py: the same rows, and the same context, as
+    the ORM's path, on PostgreSQL."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the statements are PostgreSQL's")
+    from django.db import transaction
+    from django.utils import timezone
+
     from chat import send_sql
 
     settings.MAX_REPLIES_IN_FLIGHT_PER_USER = 5
     user = conversation.user
+
+    def opened(conversation_id: int, *, count: bool = True, slug: str | None = "demo") -> send_sql.Opened:
+        with transaction.atomic():
+            return send_sql.open_send(
+                conversation_id=conversation_id, user_id=user.pk, title="t", now=timezone.now(), slug=slug, count=count
+            )
+
     image = {"type": "image", "url": "https://example.com/cat.png"}
-    history, in_flight = send_sql.history_and_in_flight(conversation_id=conversation.pk, user_id=user.pk, count=True)
+    first = opened(conversation.pk)
     orm_history = services._history(conversation)
-    assert [(m.pk, m.role, m.content, m.attachments) for m in history] == [
+    assert [(m.pk, m.role, m.content, m.attachments) for m in first.history] == [
         (m.pk, m.role, m.content, m.attachments) for m in orm_history
     ]
-    assert in_flight == 0
+    assert first.found and first.in_flight == 0 and first.spec.slug == "demo"
+    assert first.wallet_id == Account.objects.get(user=user).pk
     reply = services.message_send(user=user, conversation=conversation, content="again", model="demo")
-    _, in_flight = send_sql.history_and_in_flight(conversation_id=conversation.pk, user_id=user.pk, count=True)
-    assert in_flight == 1  # the reply just queued
+    assert opened(conversation.pk, slug=None).in_flight == 1  # the reply just queued
     stored = Message.objects.get(pk=reply.pk)
     prompt = Message.objects.get(pk=stored.context_ids[-1])
     assert (prompt.role, prompt.content, prompt.status, prompt.conversation_id) == (
@@ -101,13 +155,18 @@ def test_the_two_statements_store_what_the_orm_path_stores(conversation, setting
     for name in ("status", "model_id", "requested_model", "routed_by", "input_estimate", "prices", "created_at"):
         assert getattr(stored, name) == getattr(reply, name), name
     assert stored.input_estimate > 0 and stored.hold_id == reply.hold.pk
+    hold = Hold.objects.get(pk=reply.hold.pk)
+    for name in ("account_id", "amount", "status", "idempotency_key", "reference", "expires_at", "created_at"):
+        assert getattr(hold, name) == getattr(reply.hold, name), name
     # An empty conversation still counts what is in flight; attachments come back as stored.
     empty = Conversation.objects.create(user=user)
-    history, in_flight = send_sql.history_and_in_flight(conversation_id=empty.pk, user_id=user.pk, count=True)
-    assert (history, in_flight) == ([], 1)
+    assert (opened(empty.pk).history, opened(empty.pk).in_flight) == ([], 1)
     Message.objects.create(conversation=empty, role="user", content="look", attachments=[image])
-    history, _ = send_sql.history_and_in_flight(conversation_id=empty.pk, user_id=user.pk, count=False)
-    assert [(m.content, m.attachments) for m in history] == [("look", [image])]
+    assert [(m.content, m.attachments) for m in opened(empty.pk, count=False).history] == [("look", [image])]
+    # Another user's conversation is not found (and nothing of it is touched).
+    other = Conversation.objects.create(user=type(user).objects.create_user(username="bob2", password="x"))
+    assert not opened(other.pk).found
+    assert Conversation.objects.get(pk=other.pk).title == ""
 
 
 def test_the_models_row_is_read_as_the_orm_reads_it(chat_catalog):  # noqa: F811
