@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 from django.core.handlers.asgi import ASGIRequest
-from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import renderers, serializers, status
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import NotAcceptable
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -29,7 +31,7 @@ from chat.selectors import (
     models_catalog,
 )
 from openai_api.key_spend import KeyInactive, KeyLimitExceeded, acting_as
-from panels.api_auth import ApiKeyAuthentication
+from panels.api_auth import ApiKeyAuthentication, key_in_memory
 from panels.api_errors import ApiError
 from panels.ratelimit import ScopedRateLimit
 from wallet.errors import InsufficientCredits, WalletFrozen
@@ -499,6 +501,7 @@ class MessageSendApi(ChatApi):
             if looked_up is None:
                 get_conversation_for_user(user=request.user, conversation_id=conversation_id)
             raise
+        streams.remember_accepted(reply, user_id=request.user.pk)  # for its first reader's set-up
         return _accepted(reply)
 
 
@@ -565,11 +568,52 @@ class MessageStreamApi(ChatApi):
             events = streams.sse_events_async(message, after=after)
         else:
             events = streams.sse_events(message, after=after)
-        response = StreamingHttpResponse(events, content_type="text/event-stream; charset=utf-8")
-        response["Cache-Control"] = "no-cache"
-        # Tells nginx-style proxies not to buffer the stream.
-        response["X-Accel-Buffering"] = "no"
+        return _event_stream(events)
+
+    @classmethod
+    def respond_on_loop(cls, request: HttpRequest, message_id: int) -> StreamingHttpResponse | None:
+        """The common request, answered on the event loop with no thread and no database
+        (panels/asgi.py: ApiASGIHandler): the first reader, with a key this process verified
+        within API_CACHE_SECONDS (`key_in_memory`: no `last_used_at` write due), of a reply
+        this process has just accepted for the key's user (`streams.accepted_for_reader`). The
+        same response as `get` gives, with DRF's headers; None: `get` answers (any other
+        case, every error included)."""
+        if request.method != "GET" or "HTTP_LAST_EVENT_ID" in request.META or "last_event_id" in request.GET:
+            return None
+        try:  # content negotiation as DRF's (a 406 or a `format` it doesn't know: the view says so)
+            cls.content_negotiation_class().select_renderer(
+                SimpleNamespace(query_params=request.GET, headers=request.headers, META=request.META),
+                [renderer() for renderer in cls.renderer_classes],
+            )
+        except (NotAcceptable, Http404):
+            return None
+        api_key = key_in_memory(request)
+        if api_key is None:
+            return None
+        message = streams.accepted_for_reader(user_id=api_key.user_id, message_id=message_id)
+        if message is None:
+            return None
+        response = _event_stream(streams.sse_events_async(message))
+        for name, value in _STREAM_VIEW_HEADERS.items():  # what DRF's finalize_response adds
+            response[name] = value
         return response
+
+
+def _event_stream(events) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events, content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    # Tells nginx-style proxies not to buffer the stream.
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _view_headers(view_class: type[APIView]) -> dict[str, str]:
+    view = view_class()
+    view.setup(HttpRequest())  # as as_view() does (a GET view answers HEAD too)
+    return view.default_response_headers
+
+
+_STREAM_VIEW_HEADERS = _view_headers(MessageStreamApi)
 
 
 class MessageCancelApi(ChatApi):

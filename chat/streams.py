@@ -25,7 +25,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection
 
 from chat.models import Message
 from panels.redis_client import get_redis
@@ -345,10 +345,46 @@ def message_for_reader(*, user_id: int, message_id: int) -> Message | None:
         created_at = dt.datetime.fromisoformat(created_at)
     if created_at.tzinfo is None:
         created_at = created_at.replace(tzinfo=dt.UTC)
+    return _reader_message(pk, role, status, created_at, conversation_id)
+
+
+def _reader_message(pk: int, role: str, status: str, created_at: dt.datetime, conversation_id: int) -> Message:
     message = Message(pk=pk, role=role, status=status, created_at=created_at, conversation_id=conversation_id)
     message._state.adding = False
-    message._state.db = connection.alias
+    message._state.db = DEFAULT_DB_ALIAS
     return message
+
+
+# A reader asks for a reply's stream right after its send's 202, as a rule on the same
+# connection and so from the same web process. What it needs of the reply (its owner, and
+# the id and creation time that name its stream) is kept here from the send, for one reader
+# and for API_CACHE_SECONDS, so that reader's set-up reads no database: the send has just
+# written that row, and none of it changes. Another process, a second reader and a reader
+# resuming after an event look the reply up in the database (`message_for_reader`).
+MAX_ACCEPTED = 10_000
+_accepted: dict[int, tuple[float, int, Message]] = {}
+
+
+def remember_accepted(reply: Message, *, user_id: int) -> None:
+    """Keep what a first reader of this queued reply (the user's own) needs, for a while."""
+    if settings.API_CACHE_SECONDS <= 0 or reply.status != Message.Status.QUEUED:
+        return
+    if len(_accepted) >= MAX_ACCEPTED:  # bounded: replies nobody reads don't grow the process
+        _accepted.clear()
+    copy = _reader_message(reply.pk, reply.role, reply.status, reply.created_at, reply.conversation_id)
+    _accepted[reply.pk] = (time.monotonic(), user_id, copy)
+
+
+def accepted_for_reader(*, user_id: int, message_id: int) -> Message | None:
+    """The reply remembered from its send in this process, for its owner's first reader (then
+    forgotten); None: look it up (`message_for_reader`)."""
+    hit = _accepted.get(message_id)
+    if hit is None or hit[1] != user_id:
+        return None
+    del _accepted[message_id]
+    if time.monotonic() - hit[0] >= settings.API_CACHE_SECONDS:
+        return None
+    return hit[2]
 
 
 def _reload(message_id: int) -> Message:
@@ -363,6 +399,13 @@ def _last_terminal(entries: list) -> tuple[str, str, bytes] | None:
 
 
 _FROM_DATABASE = object()
+
+
+def _first_read(message: Message, after: str) -> bool:
+    """A reader from the start of a reply not finished when it looked: whatever the stream's
+    last entry, `_start` would say "read the stream" (an event's id is above 0-0, and only a
+    finished reply is read from the database), so its first Redis command is the XREAD."""
+    return after == "0-0" and not message.finished
 
 
 def _start(last_entry: list, message: Message, after: str) -> bytes | object | None:
@@ -408,7 +451,7 @@ def sse_events(message: Message, *, after: str = "0-0") -> Iterator[bytes]:
     block_ms = int(min(KEEPALIVE_SECONDS, SYNC_BLOCK_SECONDS) * 1000)
     idle_since = time.monotonic()
     yield f"retry: {RECONNECT_MS}\n\n".encode()
-    start = _start(redis.xrevrange(key, count=1), message, after)
+    start = None if _first_read(message, after) else _start(redis.xrevrange(key, count=1), message, after)
     if start is _FROM_DATABASE:
         yield from _frames_from_database(_reload(message.pk), after)
         return
@@ -467,7 +510,7 @@ async def sse_events_async(message: Message, *, after: str = "0-0") -> AsyncIter
     reload = sync_to_async(_reload)
     from_database = sync_to_async(_frames_from_database)
     yield f"retry: {RECONNECT_MS}\n\n".encode()
-    start = _start(await redis.xrevrange(key, count=1), message, after)
+    start = None if _first_read(message, after) else _start(await redis.xrevrange(key, count=1), message, after)
     if start is _FROM_DATABASE:
         for frame in await from_database(await reload(message.pk), after):
             yield frame

@@ -24,19 +24,14 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> tuple | None:
-        header = authentication.get_authorization_header(request).decode("latin-1")
-        if not header:
+        secret = bearer_secret(authentication.get_authorization_header(request).decode("latin-1"))
+        if secret is None:
             return None
-        keyword, _, key = header.partition(" ")
-        if keyword != self.keyword:
-            return None
-        api_key = self.verify(key.strip(), cached=_view_caches_keys(request))
+        api_key = self.verify(secret, cached=_view_caches_keys(request))
         if api_key is None:
             raise exceptions.AuthenticationFailed("The API key is invalid or has been revoked.")
         now = timezone.now()
-        # One write per key per minute at most: a write on every call would cost each
-        # API request a commit.
-        if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
+        if last_use_due(api_key, now):
             ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
             api_key.last_used_at = now
         return api_key.user, api_key
@@ -50,6 +45,35 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return self.keyword
+
+
+def bearer_secret(header: str) -> str | None:
+    """The key in an `Authorization` header's value, or None when it is not `Bearer <key>`."""
+    keyword, _, key = header.partition(" ")
+    return key.strip() if keyword == ApiKeyAuthentication.keyword else None
+
+
+def last_use_due(api_key: ApiKey, now) -> bool:
+    # One write per key per minute at most: a write on every call would cost each API
+    # request a commit.
+    return api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION
+
+
+def key_in_memory(request) -> ApiKey | None:
+    """The request's key as `ApiKeyAuthentication` would take it for a view with
+    `api_key_cache`, when that needs no database: verified by this process within
+    API_CACHE_SECONDS (openai_api/cache.py), active, and no `last_used_at` write due.
+    None: let the view authenticate (a miss, a wrong or revoked key, a write due)."""
+    from openai_api.cache import key_cached
+
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    secret = bearer_secret(header) if header else None
+    if not secret:
+        return None
+    api_key = key_cached(secret)
+    if api_key is None or last_use_due(api_key, timezone.now()):
+        return None
+    return api_key
 
 
 def _view_caches_keys(request: Request) -> bool:

@@ -8,7 +8,9 @@ and PostgreSQL's connection limit would refuse everyone else. A reply stream's
 synchronous parts are short (authenticate, look the message up, a re-read every
 keep-alive period), so stream requests share one thread instead, and while they wait
 for the next event they hold no thread and no connection of their own
-(chat/streams.py: `sse_events_async`).
+(chat/streams.py: `sse_events_async`). The common one, the first reader of a reply this
+process has just accepted, with a key it has just verified, has no synchronous part: it is
+answered on the event loop (chat/api.py: `MessageStreamApi.respond_on_loop`).
 """
 
 from __future__ import annotations
@@ -142,6 +144,15 @@ class ApiASGIHandler(ASGIHandler):
         # in a hop of its own, onto the same thread, after the view's (about 0.1 ms of CPU).
         # `request_started` goes with the view too (see `handle`).
         callback, callback_args, callback_kwargs = self.resolve_request(request)
+        on_loop = getattr(getattr(callback, "cls", None), "respond_on_loop", None)
+        if on_loop is not None:
+            response = on_loop(request, *callback_args, **callback_kwargs)
+            if response is not None:
+                # Answered from this process's memory on the event loop: no thread, no
+                # database, so request_started's receivers (a thread's connections and query
+                # log) have nothing to reset and the hop to send it is spared.
+                request._started_sent = True
+                return response
         view = self.make_view_atomic(callback)
         if iscoroutinefunction(view):
             request._started_sent = True
@@ -235,3 +246,4 @@ application = PanelsASGIHandler()
 from chat.router import warm  # noqa: E402
 
 warm()
+

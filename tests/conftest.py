@@ -25,9 +25,11 @@ def _fast_password_hashing(settings):
 @pytest.fixture(autouse=True)
 def _fresh_api_cache():
     # The /v1 lookups a web process keeps (openai_api/cache.py) don't outlive a test's rows.
+    from chat import streams
     from openai_api import cache
 
     cache.clear()
+    streams._accepted.clear()  # the replies a send left for their first reader (chat/streams.py)
 
 
 @pytest.fixture(autouse=True)

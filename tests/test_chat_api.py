@@ -178,6 +178,19 @@ def test_the_first_message_names_an_untitled_conversation(api, alice):
     assert conversation.title.startswith("How do holds work") and len(conversation.title) <= 60
 
 
+@pytest.mark.money  # the send's own statements differ on PostgreSQL (chat/send_sql.py)
+def test_a_send_leaves_its_reply_for_its_first_reader(api, alice, bob, conversation):
+    """What the stream request's set-up needs of the reply (its owner, the name of its stream),
+    from the send, for its owner's first reader only: the stream is the one the worker writes."""
+    reply_id = send(api, conversation).json()["id"]
+    assert streams.accepted_for_reader(user_id=bob.pk, message_id=reply_id) is None  # not bob's
+    kept = streams.accepted_for_reader(user_id=alice.pk, message_id=reply_id)
+    stored = Message.objects.get(pk=reply_id)
+    assert (kept.pk, kept.role, kept.status) == (reply_id, "assistant", "queued")
+    assert streams.stream_key(kept) == streams.stream_key(stored)
+    assert streams.accepted_for_reader(user_id=alice.pk, message_id=reply_id) is None  # once
+
+
 @pytest.mark.parametrize(
     ("payload", "code"),
     [

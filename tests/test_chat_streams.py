@@ -266,8 +266,9 @@ def _counting_async_redis(monkeypatch) -> list[str]:
 
 
 def test_a_reader_starts_with_one_redis_command_before_it_reads(reply, monkeypatch):
-    """The stream's last entry (XREVRANGE) says both whether there is a stream and whether the
-    reader already had its end: no EXISTS first."""
+    """A reader resuming after an event asks for the stream's last entry (XREVRANGE), which says
+    both whether there is a stream and whether the reader already had its end: no EXISTS first.
+    A first reader of a reply not finished has nothing to ask first: it reads."""
     calls = _counting_async_redis(monkeypatch)
     write(reply, "Hello", " world")
 
@@ -276,6 +277,9 @@ def test_a_reader_starts_with_one_redis_command_before_it_reads(reply, monkeypat
 
     frames = asyncio.run(read("0-0"))
     assert text_of(read_until_end(parse_events(iter(frames)))) == "Hello world"
+    assert calls == ["xread"]
+    calls.clear()
+    assert text_of(read_until_end(parse_events(iter(asyncio.run(read("5-0")))))) == " world"
     assert calls == ["xrevrange", "xread"]
     calls.clear()
     assert asyncio.run(read("11-1"))[-1].startswith(b"id: 11-1\nevent: done")  # had it all: the end again
@@ -298,7 +302,7 @@ def test_a_reader_of_a_queued_reply_waits_on_its_stream_and_of_an_expired_one_re
         return frames
 
     assert text_of(read_until_end(parse_events(iter(asyncio.run(read()))))) == "soon"
-    assert calls[:2] == ["xrevrange", "xread"] and "exists" not in calls
+    assert calls[:1] == ["xread"] and "exists" not in calls
     # A finished reply whose stream is gone: the database has it (read here through the
     # synchronous reader, which starts the same way: this test's rows are not committed).
     get_redis().delete(streams.stream_key(reply))
@@ -306,3 +310,18 @@ def test_a_reader_of_a_queued_reply_waits_on_its_stream_and_of_an_expired_one_re
     reply.status = "done"
     got = events(reply)
     assert text_of(got) == "stored text" and got[-1].kind == "done"
+
+
+def test_a_reply_is_kept_for_its_first_reader_only_while_keys_are(reply, alice, settings, monkeypatch):
+    reply.status = "queued"
+    settings.API_CACHE_SECONDS = 0  # no key kept in memory: no reply either
+    streams.remember_accepted(reply, user_id=alice.pk)
+    assert streams.accepted_for_reader(user_id=alice.pk, message_id=reply.pk) is None
+    settings.API_CACHE_SECONDS = 10
+    streams.remember_accepted(reply, user_id=alice.pk)
+    now = time.monotonic()
+    monkeypatch.setattr(streams.time, "monotonic", lambda: now + 10)
+    assert streams.accepted_for_reader(user_id=alice.pk, message_id=reply.pk) is None  # too old
+    reply.status = "done"  # only a queued reply is kept (a repeated send may answer a finished one)
+    streams.remember_accepted(reply, user_id=alice.pk)
+    assert streams.accepted_for_reader(user_id=alice.pk, message_id=reply.pk) is None

@@ -129,3 +129,91 @@ def _check_hops(asgi, secret, api_client, hops, started, finished) -> None:
     status, _, body = asyncio.run(_call(handler, "POST", "/api/v1/conversations", too_big))
     assert status == 413 and json.loads(body)["error"]["code"] == "too_large"
     assert len(started) == 1
+
+
+def _reply_and_key(user, name="stream"):
+    from django.utils import timezone
+
+    from chat import streams
+    from chat.models import Conversation, Message
+    from openai_api import cache
+
+    conversation = Conversation.objects.create(user=user)
+    reply = Message.objects.create(conversation=conversation, role="assistant", status="queued")
+    api_key, secret = ApiKey.issue(user=user, name=name)
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())  # used a moment ago
+    assert cache.key_verified(secret) is not None  # as the send's authentication leaves it
+    streams.remember_accepted(reply, user_id=user.pk)  # as the send does
+    writer = streams.ReplyWriter(reply)
+    writer.delta("Hello")
+    writer.terminal("done", {"status": "done", "cost": 3})
+    return reply, secret
+
+
+def _counting_hops(monkeypatch) -> list[str]:
+    from asgiref.sync import SyncToAsync
+
+    hops: list[str] = []
+    real = SyncToAsync.__call__
+
+    def counting(self, *args, **kwargs):
+        hops.append(getattr(self.func, "__name__", repr(self.func)))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncToAsync, "__call__", counting)
+    return hops
+
+
+def test_the_first_reader_of_a_reply_just_accepted_is_answered_on_the_loop(asgi, alice, monkeypatch):
+    """A key this process verified, a reply it accepted for that key's user: no hop to a thread
+    and no database before the stream (the one hop is the response's close after its end), and
+    the same events and headers as the view gives."""
+    reply, secret = _reply_and_key(alice)
+    hops = _counting_hops(monkeypatch)
+    handler = asgi.ApiASGIHandler(asgi.KEY_API_MIDDLEWARE)
+    headers = {"Authorization": f"Bearer {secret}", "Accept": "text/event-stream"}
+    path = f"/api/v1/messages/{reply.pk}/stream"
+    status, fast_headers, fast_body = asyncio.run(_call(handler, "GET", path, headers))
+    assert status == 200 and hops == ["close"]
+    assert b"event: delta" in fast_body and b"event: done" in fast_body
+
+    hops.clear()  # the reply was remembered for one reader: the next is the view's
+    status, view_headers, view_body = asyncio.run(_call(handler, "GET", path, headers))
+    assert status == 200 and hops[0] == "_view_and_render"
+    assert fast_body == view_body
+    fast_headers.pop("X-Request-ID"), view_headers.pop("X-Request-ID")
+    assert fast_headers == view_headers
+
+
+def test_any_other_stream_request_is_the_views(asgi, alice, bob, monkeypatch):
+    from chat import streams
+
+    reply, secret = _reply_and_key(alice)
+    hops = _counting_hops(monkeypatch)
+    handler = asgi.ApiASGIHandler(asgi.KEY_API_MIDDLEWARE)
+    path = f"/api/v1/messages/{reply.pk}/stream"
+
+    def get(headers: dict[str, str]) -> tuple[int, bytes]:
+        hops.clear()
+        status, _, body = asyncio.run(_call(handler, "GET", path, headers))
+        assert hops[0] == "_view_and_render", headers
+        return status, body
+
+    # Not the reply's owner: the view's 404, and the owner's first read is still remembered.
+    _, bob_secret = ApiKey.issue(user=bob, name="b")
+    assert get({"Authorization": f"Bearer {bob_secret}"})[0] == 404
+    # A reader resuming after an event; a media type the stream doesn't serve (406); a key
+    # this process has not verified; a key whose last use is due to be written.
+    status, body = get({"Authorization": f"Bearer {secret}", "Last-Event-ID": "5-0"})
+    assert status == 200 and b"event: delta" not in body and b"event: done" in body
+    assert get({"Authorization": f"Bearer {secret}", "Accept": "text/html"})[0] == 406
+    from openai_api import cache
+
+    cache.clear()
+    assert get({"Authorization": f"Bearer {secret}"})[0] == 200  # verified (from the database) again
+    ApiKey.objects.filter(user=alice).update(last_used_at=None)
+    cache.clear()
+    streams.remember_accepted(reply, user_id=alice.pk)
+    assert cache.key_verified(secret).last_used_at is None
+    assert get({"Authorization": f"Bearer {secret}"})[0] == 200
+    assert ApiKey.objects.get(user=alice).last_used_at is not None  # written, as on every path
