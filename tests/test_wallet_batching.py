@@ -433,3 +433,56 @@ def test_a_post_with_an_odd_memo_goes_through_a_batch_and_chains_as_the_audit_ex
     entry = Entry.objects.get(hold=hold)
     assert (entry.reference, entry.memo, Hold.objects.get(pk=hold.pk).idempotency_key) == (ODD, ODD[::-1], ODD)
     assert ledger_audit(full=True) == []
+
+
+def _generic_plan(db, sql: str, types: dict[str, str]) -> str:
+    """The plan the batch connection's session makes once for `sql` (a generic one, as its
+    prepared statements get), its parameters declared with `types` in order."""
+    names = list(types)
+    for n, name in enumerate(names, start=1):
+        sql = sql.replace(f"%({name})s", f"${n}")
+    assert "%(" not in sql
+    conn = db.connection
+    conn.execute(f"PREPARE ledger_plan_check ({', '.join(types.values())}) AS {sql}")
+    try:
+        args = ", ".join(f"NULL::{t}" for t in types.values())
+        return "\n".join(row[0] for row in conn.execute(f"EXPLAIN EXECUTE ledger_plan_check ({args})"))
+    finally:
+        conn.execute("DEALLOCATE ledger_plan_check")
+
+
+def test_the_batch_connection_plans_on_the_keys_even_on_a_fresh_database(alice, batcher):
+    """A fresh database's tables are empty when the batch connection makes its plans (once),
+    and a sequential scan looks cheapest there; they were kept while the tables grew."""
+    with connection.cursor() as cursor:  # as fresh as a new cluster's: no statistics, no pages
+        cursor.execute("TRUNCATE wallet_hold, wallet_entry CASCADE")
+        cursor.execute("SELECT relpages, reltuples FROM pg_class WHERE relname = 'wallet_hold'")
+        assert cursor.fetchone()[0] == 0
+    account = funded_wallet(alice, 1000)
+    hold = batching.wallet_hold_batched(account=account, amount=100, idempotency_key="h")
+    batching.wallet_post_batched(hold=hold, amount=40)
+    db = batcher._db
+    read = _generic_plan(db, ledger_sql._READ_BATCH, {"holds": "bigint[]", "accounts": "bigint[]", "keys": "text[]"})
+    write = _generic_plan(
+        db,
+        ledger_sql._WRITE_BATCH,
+        {
+            "holds": "json",
+            "posts": "json",
+            "entries": "json",
+            "wallets": "json",
+            "revenue": "bigint",
+            "decided": "bigint[]",
+        },
+    )
+    for plan in (read, write):
+        assert "Seq Scan" not in plan, plan
+    assert "wallet_hold_pkey" in read and "wallet_account_pkey" in read, read
+    assert "wallet_hold_idempotency_key" in read, read
+    assert "wallet_hold_pkey" in write and "wallet_account_pkey" in write, write
+    with db.cursor() as cursor:  # the session's setting, kept for the connection's life
+        cursor.execute("SHOW enable_seqscan")
+        assert cursor.fetchone()[0] == "off"
+    with connection.cursor() as cursor:  # only there: a caller's connection plans as usual
+        cursor.execute("SHOW enable_seqscan")
+        assert cursor.fetchone()[0] == "on"

@@ -147,6 +147,7 @@ class Batcher:
 
     def _apply(self, ops: list[_Op]) -> None:
         revenue = ledger_sql.system_account_id(SYSTEM_REVENUE)
+        ledger_sql.prepare_connection(batch=True)  # plans on the keys, even on a fresh database
         autotopups: set[int] = set()
         # Two round trips, the rows locked only from the first to the commit.
         results = ledger_sql.commit_batch([op.op for op in ops], revenue_id=revenue, autotopups=autotopups)
