@@ -13,16 +13,16 @@ does the same writes on the same connections.
 
 The record after the hand-off. kombu writes a consumed message's unacked record (one
 MULTI/EXEC round trip) and only then hands the message to Celery, so every task waited for
-that round trip before it could start: about 0.8 ms of a reply's first token on
-bench/compare.sh's stack. Here the message is handed over first (Celery queues it to the
-pool, which takes microseconds) and the consumer's thread writes the same record while the
-task's thread starts, each waiting on its own socket. The record holds exactly what
-kombu's does, and nothing removes or reads a record before it is written: an acknowledgement,
-a rejection or a restore of a message whose record is still to be written writes it first
-(or waits for the consumer's write to finish), then does what kombu does. A message that
-is dropped by a crash in between is lost, as with kombu's order: its BRPOP has already
-taken it off the queue before either writes the record. `basic_get` (no hand-off) writes the
-record first, as kombu does.
+that round trip before it could start (0.8 ms in bench/compare.sh's stages). Here the
+message is handed over first (Celery queues it to the pool, which takes microseconds) and
+the consumer's thread writes the same record while the task's thread starts, each waiting
+on its own socket: the task's first round trip ends 0.3-0.4 ms sooner (docs/chat.md). The
+record holds exactly what kombu's does, and nothing removes or reads a record before it is
+written: an acknowledgement, a rejection or a restore of a message whose record is still
+to be written writes it first (or waits for the consumer's write to finish), then does
+what kombu does. A message that is dropped by a crash in between is lost, as with kombu's
+order: its BRPOP has already taken it off the queue before either writes the record.
+`basic_get` (no hand-off) writes the record first, as kombu does.
 
 Used for `redis://` brokers (panels/settings.py: CELERY_BROKER_TRANSPORT); a `rediss://`
 broker keeps kombu's own transport, whose TLS check looks for that scheme's name.
