@@ -486,3 +486,15 @@ def test_the_batch_connection_plans_on_the_keys_even_on_a_fresh_database(alice, 
     with connection.cursor() as cursor:  # only there: a caller's connection plans as usual
         cursor.execute("SHOW enable_seqscan")
         assert cursor.fetchone()[0] == "on"
+
+
+def test_the_read_s_array_literals_are_what_postgresql_reads_back(batcher):
+    keys = [ODD, ODD[::-1], "", "{a,b}", 'x"y\\z', "NULL", " spaced "]
+    params = ledger_sql._read_params(
+        [ledger_sql.HoldOp(9, 1, k, "", 60) for k in keys] + [ledger_sql.PostOp(Hold(pk=5, account_id=3), 1, "", "")]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %(holds)s::bigint[], %(accounts)s::bigint[], %(keys)s::text[]", params)
+        assert cursor.fetchone() == ([5], [3, 9], keys)
+        cursor.execute("SELECT %(keys)s::text[]", {"keys": ledger_sql._text_array([])})
+        assert cursor.fetchone() == ([],)

@@ -728,12 +728,30 @@ def _mismatch_raised():
         raise
 
 
-def _read_params(ops: list[HoldOp | PostOp]) -> dict[str, list]:
-    return {
-        "holds": sorted({op.held.pk for op in ops if isinstance(op, PostOp)}),
-        "accounts": sorted({op.account_id if isinstance(op, HoldOp) else op.held.account_id for op in ops}),
-        "keys": [op.idempotency_key for op in ops if isinstance(op, HoldOp)],
-    }
+def _read_params(ops: list[HoldOp | PostOp]) -> dict[str, str]:
+    """The read's parameters as array literals (`{1,2}`, `{"a","b"}`), which psycopg sends as
+    they are and PostgreSQL parses in C: psycopg adapts a list element by element in Python
+    (about a sixth of a batch's Python with three lists)."""
+    holds: set[int] = set()
+    accounts: set[int] = set()
+    keys: list[str] = []
+    for op in ops:
+        if type(op) is HoldOp:
+            accounts.add(op.account_id)
+            keys.append(op.idempotency_key)
+        else:
+            holds.add(op.held.pk)
+            accounts.add(op.held.account_id)
+    return {"holds": _int_array(sorted(holds)), "accounts": _int_array(sorted(accounts)), "keys": _text_array(keys)}
+
+
+def _int_array(values) -> str:
+    return f"{{{','.join(map(str, values))}}}"
+
+
+def _text_array(values: list[str]) -> str:
+    """An array literal of strings: each quoted, its backslashes and double quotes escaped."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 @dataclass(slots=True)
@@ -788,7 +806,7 @@ def _decided(ops: list[HoldOp | PostOp], rows: list[tuple], revenue_id: int, aut
             "entries": f"[{','.join(plan.entries)}]",
             "wallets": f"[{wallet_rows}]",
             "revenue": revenue_id,
-            "decided": [len(plan.holds), len(plan.posted), len(plan.entries), len(moved)],
+            "decided": _int_array((len(plan.holds), len(plan.posted), len(plan.entries), len(moved))),
         }
     return _Decided(out, plan, len(moved), now, write)
 
