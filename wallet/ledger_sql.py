@@ -491,10 +491,11 @@ class PostOp:
 
     def prepared(self, revenue_id: int) -> PostOp:
         """Compute the entry's content digest and row before the batch (in the caller's
-        thread, outside the batch's locks); the batch only chains the digest."""
+        thread, outside the batch's locks); the batch only chains the digest. (`held.id`,
+        not `held.pk`: the same field, without Django's property and its look-ups.)"""
         if self.amount:
             created = timezone.now()
-            key = f"hold:{self.held.pk}:post"
+            key = f"hold:{self.held.id}:post"
             content = digests.content_digest(
                 kind=Entry.Kind.USAGE,
                 debit_account_id=self.held.account_id,
@@ -503,13 +504,13 @@ class PostOp:
                 idempotency_key=key,
                 reference=self.reference,
                 memo=self.memo,
-                hold_id=self.held.pk,
+                hold_id=self.held.id,
                 created_at=created,
             )
             row = (  # json.dumps(...)[:-1], written out as a hold's row is
                 f'{{"account": {self.held.account_id}, "amount": {self.amount}, "key": {_json_str(key)}, '
                 f'"reference": {_json_str(self.reference)}, "memo": {_json_str(self.memo)}, '
-                f'"hold": {self.held.pk}, "created": "{created.isoformat()}"'
+                f'"hold": {self.held.id}, "created": "{created.isoformat()}"'
             )
             self.entry = (revenue_id, content, row)
         return self
@@ -626,7 +627,7 @@ def outcome(op: HoldOp | PostOp, result: object) -> Hold | None:
     )
     state = placed._state = ModelState()
     state.adding = False
-    state.db = connection.alias
+    state.db = DEFAULT_DB_ALIAS  # the alias of `connection`, without its thread-local look-up
     return placed
 
 
@@ -740,7 +741,7 @@ def _read_params(ops: list[HoldOp | PostOp]) -> dict[str, str]:
             accounts.add(op.account_id)
             keys.append(op.idempotency_key)
         else:
-            holds.add(op.held.pk)
+            holds.add(op.held.id)
             accounts.add(op.held.account_id)
     return {"holds": _int_array(sorted(holds)), "accounts": _int_array(sorted(accounts)), "keys": _text_array(keys)}
 
@@ -838,7 +839,7 @@ def _decide(
             else:  # recorded as refused under its key, as the one-statement hold does
                 plan.holds.append(f'{row},"status":"rejected","reason":"only {available} credits available"}}')
             continue
-        held = holds.get(op.held.pk)  # [account_id, amount, status, live]
+        held = holds.get(op.held.id)  # [account_id, amount, status, live]
         wallet = wallets.get(op.held.account_id)
         if (
             held is None
@@ -854,7 +855,7 @@ def _decide(
         wallet.held -= held[1]
         wallet.d_held -= held[1]
         wallet.moved = True
-        plan.posts.append(f'{{"hold":{op.held.pk},"amount":{op.amount}}}')
+        plan.posts.append(f'{{"hold":{op.held.id},"amount":{op.amount}}}')
         plan.posted.append(i)
         if op.amount:
             entry = op.entry
