@@ -122,16 +122,17 @@ def _model_sql() -> str:
     return f"SELECT {raw_rows.columns(ModelSpec, table)} FROM {table} WHERE slug = %(slug)s"
 
 
-# --- the send in two round trips and its commit -------------------------------------
+# --- the send in four round trips: BEGIN, the reads, the write, COMMIT ---------------
 #
-# `open_send` sends the transaction's BEGIN, the lock of the user's and the conversation's
-# rows (services._lock_for_send's statement), the model's row and the history in one
-# pipeline (psycopg's pipeline mode, www.psycopg.org/psycopg3/docs/advanced/pipeline.html):
-# PostgreSQL runs them in order, each statement with its own snapshot, so the history is
-# read after the lock is taken, as before, and the client waits for one round trip
-# instead of four. `store_and_hold` then writes the prompt, the reply, the hold (the
-# wallet's row locked from it to the commit), the hold's link to the API key the send
-# acts with and the Idempotency-Key's record in one statement.
+# `open_send` sends the lock of the user's and the conversation's rows
+# (services._lock_for_send's statement), the model's row and the history in one pipeline
+# (psycopg's pipeline mode, www.psycopg.org/psycopg3/docs/advanced/pipeline.html; psycopg
+# still waits for the transaction's BEGIN on its own): PostgreSQL runs them in order, each
+# statement with its own snapshot, so the history is read after the lock is taken, as
+# before, and the client waits for one round trip instead of three. `store_and_hold`
+# then writes the prompt, the reply, the hold (the wallet's row locked from it to the
+# COMMIT), the hold's link to the API key the send acts with and the Idempotency-Key's
+# record in one statement.
 
 
 @dataclass
@@ -170,7 +171,7 @@ def open_send(
     *, conversation_id: int, user_id: int, title: str, now: dt.datetime, slug: str | None, count: bool
 ) -> Opened:
     """BEGIN, the send's lock (touching the conversation), the model's row (`slug`; None:
-    not read) and the history with the count in flight, in one round trip."""
+    not read) and the history with the count in flight: one round trip after BEGIN's."""
     global _model_converters, _model_select
     if slug is not None and (_model_converters is None or _model_select is None):
         _model_converters = raw_rows.converters(ModelSpec, ModelSpec._meta.db_table)

@@ -472,12 +472,12 @@ def _send_in_two_statements(
     images: list[dict],
     remember: Remember,
 ) -> Message:
-    """PostgreSQL: the same checks and rows as the ORM path, in two round trips and the
-    commit (chat/send_sql.py). The first sends BEGIN, the lock (`_lock_for_send`'s
-    statement), the model's row and the history with the count in flight as one pipeline;
-    the second is one statement that stores the prompt and the reply and places the hold
-    (linked to the API key the send acts with, and with the Idempotency-Key's record):
-    the wallet's row is locked from it to the commit. A refusal raises, which rolls back
+    """PostgreSQL: the same checks and rows as the ORM path, in four round trips
+    (chat/send_sql.py): BEGIN; the lock (`_lock_for_send`'s statement), the model's row
+    and the history with the count in flight as one pipeline; one statement that stores
+    the prompt and the reply and places the hold (linked to the API key the send acts
+    with, and with the Idempotency-Key's record); COMMIT. The wallet's row is locked from
+    that statement to the COMMIT. A refusal raises, which rolls back
     everything the statement wrote."""
     auto = model == AUTO
     if auto:  # the router's embedding, before the transaction (no row lock waits on it)

@@ -41,7 +41,7 @@ def _statements(queries: CaptureQueriesContext) -> list[str]:
     return [" ".join(q["sql"].split()) for q in queries.captured_queries]
 
 
-def test_a_send_is_two_round_trips_and_its_commit_on_postgresql_and_the_hold_is_the_last(conversation, monkeypatch):
+def test_a_send_is_four_round_trips_on_postgresql_and_the_hold_is_the_last(conversation, monkeypatch):
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL's count; SQLite's is below")
     import psycopg
@@ -58,13 +58,14 @@ def test_a_send_is_two_round_trips_and_its_commit_on_postgresql_and_the_hold_is_
         start = len(connection.queries_log)
         reply = services.message_send(user=conversation.user, conversation=conversation, content="hi", model="demo")
     sql = _statements(queries)
-    # One pipeline, one round trip:
-    # 1 BEGIN
+    # Four round trips:
+    # 1 BEGIN (psycopg waits for it, in a pipeline too)
+    # then one pipeline, one round trip:
     # 2 lock the user's row, then the conversation's, and touch it (updated_at), returning
     #   its system prompt and the wallet's id: one UPDATE ... RETURNING
     # 3 the model's row
     # 4 the history, with the count of replies in flight (the cap) in the same statement
-    # Then:
+    # then:
     # 5 the prompt's and the reply's INSERTs, the hold (the wallet row's lock) and the
     #   reply's hold_id: one statement
     # 6 COMMIT
