@@ -16,6 +16,7 @@ answered on the event loop (chat/api.py: `MessageStreamApi.respond_on_loop`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -247,3 +248,21 @@ from chat.router import warm  # noqa: E402
 
 warm()
 
+
+def settle_heap() -> None:
+    """After start-up: what is alive then (Django, the URL patterns and every view module
+    they import, the encoder and its weights: about 300,000 objects) lives as long as the
+    process. Left in the collector's oldest generation, every full collection walked all of
+    it with the GIL held (80-170 ms each on the busy 2-core machine, in the middle of some
+    request: docs/chat.md); frozen (gc.freeze), collections walk only what requests have
+    made since. The URL patterns are loaded here for that (Django loads them at the first
+    request, which no longer waits for them). Collections keep Python's thresholds: higher
+    ones made fewer but longer pauses (measured, docs/chat.md)."""
+    from django.urls import reverse
+
+    reverse("api_message_stream", args=[1])  # loads the URL patterns (importing every view)
+    gc.collect()  # start-up's garbage first, or it would stay frozen for good
+    gc.freeze()
+
+
+settle_heap()

@@ -4,6 +4,7 @@ beyond the view, and that the answers are the ones the site's stack gives."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import json
 
@@ -65,7 +66,9 @@ async def _call(app, method: str, path: str, headers: dict[str, str], body: byte
 @pytest.fixture
 def asgi(monkeypatch):
     monkeypatch.setattr("chat.router.warm", lambda: 0.0)  # no encoder to load for these requests
-    return importlib.import_module("panels.asgi")
+    module = importlib.import_module("panels.asgi")
+    gc.unfreeze()  # the import froze the test process's heap (settle_heap): collect it as usual
+    return module
 
 
 def test_a_key_requests_view_and_its_rendering_take_one_hop_to_its_thread(asgi, alice, api_client, monkeypatch):
