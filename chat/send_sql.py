@@ -122,17 +122,16 @@ def _model_sql() -> str:
     return f"SELECT {raw_rows.columns(ModelSpec, table)} FROM {table} WHERE slug = %(slug)s"
 
 
-# --- the send in four round trips: BEGIN, the reads, the write, COMMIT ---------------
+# --- the send: the reads, then one write before COMMIT -------------------------------
 #
-# `open_send` sends the lock of the user's and the conversation's rows
-# (services._lock_for_send's statement), the model's row and the history in one pipeline
-# (psycopg's pipeline mode, www.psycopg.org/psycopg3/docs/advanced/pipeline.html; psycopg
-# still waits for the transaction's BEGIN on its own): PostgreSQL runs them in order, each
-# statement with its own snapshot, so the history is read after the lock is taken, as
-# before, and the client waits for one round trip instead of three. `store_and_hold`
-# then writes the prompt, the reply, the hold (the wallet's row locked from it to the
-# COMMIT), the hold's link to the API key the send acts with and the Idempotency-Key's
-# record in one statement.
+# `open_send` runs the lock of the user's and the conversation's rows
+# (services._lock_for_send's statement), then reads the model's row and the history, each
+# statement with its own snapshot, so the history is read after the lock is taken.
+# (Sending the three as one psycopg pipeline was measured and did not help: psycopg waits
+# for BEGIN on its own even in pipeline mode, and its pipeline costs about what the two
+# round trips it saves cost on loopback.) `store_and_hold` then writes the prompt, the
+# reply, the hold (the wallet's row locked from it to the COMMIT), the hold's link to the
+# API key the send acts with and the Idempotency-Key's record in one statement.
 
 
 @dataclass
@@ -170,34 +169,32 @@ def lock_statement() -> str:
 def open_send(
     *, conversation_id: int, user_id: int, title: str, now: dt.datetime, slug: str | None, count: bool
 ) -> Opened:
-    """BEGIN, the send's lock (touching the conversation), the model's row (`slug`; None:
-    not read) and the history with the count in flight: one round trip after BEGIN's."""
+    """The send's lock (touching the conversation), the model's row (`slug`; None: not
+    read) and the history with the count in flight, in the caller's transaction."""
     global _model_converters, _model_select
     if slug is not None and (_model_converters is None or _model_select is None):
         _model_converters = raw_rows.converters(ModelSpec, ModelSpec._meta.db_table)
         _model_select = _model_sql()
-    ledger_sql.prepare_connection()
-    conn = connection.connection
-    with ledger_sql.cursor() as lock, ledger_sql.cursor() as model, ledger_sql.cursor() as history:
-        with connection.wrap_database_errors, conn.pipeline():
-            lock.execute(lock_statement(), [user_id, now, title[:200], conversation_id])
-            if slug is not None:
-                model.execute(_model_select, {"slug": slug})
-            if count:
-                history.execute(_HISTORY_AND_IN_FLIGHT, {"conversation": conversation_id, "user": user_id})
-            else:
-                history.execute(_HISTORY, {"conversation": conversation_id})
-        row = lock.fetchone()
-        spec_row = model.fetchone() if slug is not None else None
-        rows = history.fetchall()
+    with ledger_sql.cursor() as c:
+        c.execute(lock_statement(), [user_id, now, title[:200], conversation_id])
+        row = c.fetchone()
+        if row is None:  # not the user's, or deleted: nothing more to read
+            return Opened(False, "", "", None, None, [], 0)
+        spec_row = None
+        if slug is not None:
+            c.execute(_model_select, {"slug": slug})
+            spec_row = c.fetchone()
+        if count:
+            c.execute(_HISTORY_AND_IN_FLIGHT, {"conversation": conversation_id, "user": user_id})
+        else:
+            c.execute(_HISTORY, {"conversation": conversation_id})
+        rows = c.fetchall()
     in_flight = 0
     if count:
         in_flight = rows[0][0]
         rows = [r[1:] for r in rows if r[1] is not None]
     said = [Said(pk, role, content, [] if raw == "[]" else json.loads(raw)) for pk, role, content, raw in rows]
     spec = None if spec_row is None else raw_rows.instance(ModelSpec, _model_converters, spec_row)
-    if row is None:
-        return Opened(False, "", "", None, spec, said, in_flight)
     return Opened(True, row[0], row[1], row[2], spec, said, in_flight)
 
 

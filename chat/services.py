@@ -472,11 +472,11 @@ def _send_in_two_statements(
     images: list[dict],
     remember: Remember,
 ) -> Message:
-    """PostgreSQL: the same checks and rows as the ORM path, in four round trips
-    (chat/send_sql.py): BEGIN; the lock (`_lock_for_send`'s statement), the model's row
-    and the history with the count in flight as one pipeline; one statement that stores
-    the prompt and the reply and places the hold (linked to the API key the send acts
-    with, and with the Idempotency-Key's record); COMMIT. The wallet's row is locked from
+    """PostgreSQL: the same checks and rows as the ORM path, in six statements
+    (chat/send_sql.py): BEGIN; the lock (`_lock_for_send`'s statement); the model's row;
+    the history with the count in flight; one statement that stores the prompt and the
+    reply and places the hold (linked to the API key the send acts with, and with the
+    Idempotency-Key's record); COMMIT. The wallet's row is locked from
     that statement to the COMMIT. A refusal raises, which rolls back
     everything the statement wrote."""
     auto = model == AUTO
@@ -485,6 +485,7 @@ def _send_in_two_statements(
         spec, routed_by = _resolve_model(model, content=content, history=[], images=bool(images), decision=decision)
         _check_takes_images(spec, images)
     api_key = acting_key()
+    ledger_sql.prepare_connection()  # a connection's set-up for prepared statements waits for autocommit
     with transaction.atomic():
         now = timezone.now()
         opened = send_sql.open_send(
