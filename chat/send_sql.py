@@ -200,31 +200,15 @@ def open_send(
 
 _MESSAGE_COLUMNS = ", ".join(["id", *INSERT_COLUMNS])
 
+# The reply's hold is named for the reply (chat/services.py: `_reply_hold`'s key).
+_REPLY_HOLD_KEY = "'message:' || ids.reply_id"
+
 _STORE_AND_HOLD = f"""
 WITH ids AS MATERIALIZED (
     -- The prompt's id, then the reply's, drawn first: the hold's key names the reply.
     SELECT min(v) AS prompt_id, max(v) AS reply_id
     FROM (SELECT nextval(pg_get_serial_sequence('chat_message', 'id')) AS v FROM generate_series(1, 2)) s
-), a AS (
-    SELECT id, balance - held AS available, frozen_reason
-    FROM wallet_account WHERE id = %(account)s FOR UPDATE
-), h AS (
-    INSERT INTO wallet_hold (account_id, amount, status, posted_amount, excess, idempotency_key,
-                             reference, reason, expires_at, created_at, resolved_at)
-    SELECT a.id, %(amount)s,
-           CASE WHEN a.available >= %(amount)s THEN 'pending' ELSE 'rejected' END,
-           NULL, 0, 'message:' || ids.reply_id, 'message:' || ids.reply_id,
-           CASE WHEN a.available >= %(amount)s THEN '' ELSE 'only ' || a.available || ' credits available' END,
-           now() + %(ttl)s * interval '1 second', now(),
-           CASE WHEN a.available >= %(amount)s THEN NULL ELSE now() END
-    FROM a, ids WHERE a.frozen_reason = ''
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id, status, reason, expires_at, created_at, resolved_at
-), u AS (
-    UPDATE wallet_account SET held = held + %(amount)s
-    FROM h WHERE wallet_account.id = %(account)s AND h.status = 'pending'
-    RETURNING 1
-), p AS (
+), {ledger_sql.hold_steps(key=_REPLY_HOLD_KEY, reference=_REPLY_HOLD_KEY, also_from=", ids")}, p AS (
     INSERT INTO chat_message ({_MESSAGE_COLUMNS})
     SELECT ids.prompt_id, %(conversation)s, 'user', %(content)s, %(attachments)s::jsonb, 'done', NULL, '',
         '', NULL, NULL, '', NULL, '[]'::jsonb, 0, '{{{{}}}}'::jsonb,

@@ -127,8 +127,13 @@ def _one(sql: str, params: dict[str, object]) -> tuple | None:
         return c.fetchone()
 
 
-_HOLD = """
-WITH a AS (
+def hold_steps(*, key: str = "%(key)s", reference: str = "%(reference)s", also_from: str = "") -> str:
+    """The hold's rule as a statement's first steps: `a` locks the account and reads what is
+    available, `h` inserts the hold (pending if it fits, rejected with the reason if not;
+    nothing on a frozen wallet or a key taken already), `u` raises `held` for a pending one.
+    `key` and `reference` are SQL expressions (parameters by default); `also_from` adds
+    relations they read (the chat send's drawn ids, chat/send_sql.py)."""
+    return f"""a AS (
     SELECT id, balance - held AS available, frozen_reason
     FROM wallet_account WHERE id = %(account)s FOR UPDATE
 ), h AS (
@@ -136,21 +141,28 @@ WITH a AS (
                              reference, reason, expires_at, created_at, resolved_at)
     SELECT a.id, %(amount)s,
            CASE WHEN a.available >= %(amount)s THEN 'pending' ELSE 'rejected' END,
-           NULL, 0, %(key)s, %(reference)s,
+           NULL, 0, {key}, {reference},
            CASE WHEN a.available >= %(amount)s THEN '' ELSE 'only ' || a.available || ' credits available' END,
            now() + %(ttl)s * interval '1 second', now(),
            CASE WHEN a.available >= %(amount)s THEN NULL ELSE now() END
-    FROM a WHERE a.frozen_reason = ''
+    FROM a{also_from} WHERE a.frozen_reason = ''
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, status, reason, expires_at, created_at, resolved_at
 ), u AS (
     UPDATE wallet_account SET held = held + %(amount)s
     FROM h WHERE wallet_account.id = %(account)s AND h.status = 'pending'
     RETURNING 1
-){attach}
+)"""
+
+
+_HOLD = (
+    "\nWITH "
+    + hold_steps()
+    + """{attach}
 SELECT h.id, h.status, h.reason, h.expires_at, h.created_at, h.resolved_at, a.available, a.frozen_reason
 FROM a LEFT JOIN h ON true
 """
+)
 # What a hold is placed for (a chat reply) can point at it in the same statement.
 _ATTACH = """, t AS (
     UPDATE {table} SET hold_id = h.id FROM h WHERE {table}.id = %(attach)s AND h.status = 'pending'
