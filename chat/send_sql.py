@@ -337,20 +337,10 @@ def store_and_hold(
     reply_id, prompt_id, hold_id, status, reason, expires_at, hold_created, resolved_at, available, frozen, linked = row
     hold = None
     if hold_id is not None:
-        hold = Hold(
-            pk=hold_id,
-            account_id=account_id,
-            amount=amount,
-            status=status,
-            idempotency_key=f"message:{reply_id}",
-            reference=f"message:{reply_id}",
-            reason=reason,
-            expires_at=expires_at,
-            created_at=hold_created,
-            resolved_at=resolved_at,
+        key = f"message:{reply_id}"
+        hold = ledger_sql.placed_hold(
+            hold_id, account_id, amount, key, key, (status, reason, expires_at, hold_created, resolved_at)
         )
-        hold._state.adding = False
-        hold._state.db = connection.alias
     reply = Message(
         pk=reply_id,
         conversation_id=conversation_id,

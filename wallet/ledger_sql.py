@@ -202,12 +202,22 @@ def hold(
     pk, status, reason, expires_at, created_at, resolved_at, available, frozen_reason = row
     if pk is None:
         return HoldAttempt(None, available, frozen_reason)
+    placed = placed_hold(
+        pk, account_id, amount, idempotency_key, reference, (status, reason, expires_at, created_at, resolved_at)
+    )
+    return HoldAttempt(placed, available, frozen_reason)
+
+
+def placed_hold(pk: int, account_id: int, amount: int, key: str, reference: str, outcome: tuple) -> Hold:
+    """The Hold a hold statement placed, from its RETURNING row's `outcome` (status, reason,
+    expires_at, created_at, resolved_at), as loaded from the database."""
+    status, reason, expires_at, created_at, resolved_at = outcome
     placed = Hold(
         pk=pk,
         account_id=account_id,
         amount=amount,
         status=status,
-        idempotency_key=idempotency_key,
+        idempotency_key=key,
         reference=reference,
         reason=reason,
         expires_at=expires_at,
@@ -216,7 +226,7 @@ def hold(
     )
     placed._state.adding = False
     placed._state.db = connection.alias
-    return HoldAttempt(placed, available, frozen_reason)
+    return placed
 
 
 _POST = f"""
