@@ -37,7 +37,8 @@ def _sql() -> str:
     # messages are other rows, read in the same snapshot.
     return f"""WITH c AS (
     UPDATE {message} SET status = %(streaming)s, started_at = %(started)s
-    WHERE id = %(id)s AND role = %(assistant)s AND status = %(queued)s
+    WHERE id = %(id)s AND role = %(assistant)s
+        AND (status = %(queued)s OR (status = %(streaming)s AND started_at = %(started)s))
     RETURNING {cols(Message, message)}
 )
 SELECT {cols(Message, "c")}, {cols(ModelSpec, "s")}, {cols(Hold, "h")}, {cols(Conversation, "v")},
@@ -56,7 +57,9 @@ _plan: dict[str, object] = {}
 
 def claim(message_id: int, *, started_at: dt.datetime) -> Claimed | None:
     """Claim the reply and load it, in one statement; None if it was not queued (a second
-    delivery of the task, a cancelled reply, a deleted conversation)."""
+    delivery of the task, a cancelled reply, a deleted conversation). A reply streaming
+    since exactly `started_at` is this claim's own, made by an attempt whose answer was
+    lost (chat/worker.py: ClaimUnanswered), and is taken again."""
     if "sql" not in _plan:
         _plan["sql"] = _sql()
         _plan["converters"] = [(model, raw_rows.converters(model, alias)) for model, alias in _MODELS]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import random
+import time
+
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from chat import worker
@@ -13,23 +18,53 @@ PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 
 
 
 @shared_task(
+    bind=True,
     name="chat.message_run",
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    # A database that is unreachable when the task starts (a restart, a failover):
-    # try again shortly rather than leave the reply queued until its hold expires.
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=1,
-    retry_backoff_max=8,
-    max_retries=6,
+    max_retries=None,  # bounded by time instead: `retry_after_database_error`
 )
-def message_run(message_id: int) -> None:
+def message_run(self, message_id: int, started_at: str | None = None, unreachable_since: float | None = None) -> None:
     # acks_late: a worker that dies mid-reply leaves the task to be delivered again;
     # that delivery finds the reply no longer queued and does nothing (claims are a
     # compare-and-swap), and the sweep fails the reply once its hold runs out.
-    # The same compare-and-swap makes a retry after a database error safe.
-    worker.message_run(message_id=message_id)
+    try:
+        worker.message_run(
+            message_id=message_id, started_at=dt.datetime.fromisoformat(started_at) if started_at else None
+        )
+    except (OperationalError, InterfaceError) as exc:
+        # A database that is unreachable (a restart, a failover): try again shortly
+        # rather than leave the reply queued until its hold expires.
+        plan = retry_after_database_error(
+            exc, message_id=message_id, retries=self.request.retries, unreachable_since=unreachable_since
+        )
+        if plan is None:
+            raise
+        countdown, kwargs = plan
+        raise self.retry(args=(), kwargs=kwargs, countdown=countdown, exc=exc) from exc
+
+
+def retry_after_database_error(
+    exc: Exception, *, message_id: int, retries: int, unreachable_since: float | None, now: float | None = None
+) -> tuple[float, dict] | None:
+    """When and how `message_run` tries again after a database error; None: it gives up.
+
+    It tries for as long as the reply could still start (its hold's time limit less the
+    settle margin, counted from the first error: later than the hold's own start, so
+    never shorter), backing off 1, 2, 4, then 8 s (each shortened by up to half, so
+    replies queued together don't all come back at once, but never to nothing: a count
+    of quick retries could all fall within one restart). A claim whose answer was lost is
+    retried with its own mark, so the retry takes the reply again if the claim committed.
+    """
+    now = time.time() if now is None else now
+    since = now if unreachable_since is None else unreachable_since
+    if now - since >= settings.HOLD_TTL_SECONDS - worker.DEADLINE_MARGIN_SECONDS:
+        return None
+    kwargs: dict = {"message_id": message_id, "unreachable_since": since}
+    if isinstance(exc, worker.ClaimUnanswered):
+        kwargs["started_at"] = exc.started_at.isoformat()
+    return min(8.0, 2.0**retries) * random.uniform(0.5, 1.0), kwargs
 
 
 @shared_task(name="chat.messages_fail_stale", ignore_result=True)

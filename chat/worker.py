@@ -177,23 +177,46 @@ def _stream(
             return outcome
 
 
-def message_run(*, message_id: int) -> None:
-    """The worker's body: claim the reply, stream it from the model, settle it once."""
+class ClaimUnanswered(OperationalError):
+    """The database failed while the reply was being claimed: the claim may have
+    committed without its answer arriving. A retry with the same `started_at` takes the
+    reply again if so (no model was called for it yet), and finds it queued if not."""
+
+    def __init__(self, started_at: dt.datetime) -> None:
+        super().__init__(f"the database did not answer the claim made at {started_at.isoformat()}")
+        self.started_at = started_at
+
+
+def message_run(*, message_id: int, started_at: dt.datetime | None = None) -> None:
+    """The worker's body: claim the reply, stream it from the model, settle it once.
+
+    `started_at` is the claim's own mark: a reply already streaming with exactly this
+    start time was claimed by this task's earlier attempt, whose answer was lost
+    (`ClaimUnanswered`), and is taken again."""
+    started_at = started_at or timezone.now()
     # The time left is read on the database's clock, which set the hold's expiry and
     # which the sweep reads: a worker whose own clock is off neither starts a reply it
     # can't settle in time nor drops one that has time.
     if connection.vendor == "postgresql":
         # Claim, reply, clock and context: one statement (chat/claim.py).
-        claimed = claim.claim(message_id, started_at=timezone.now())
+        try:
+            claimed = claim.claim(message_id, started_at=started_at)
+        except (OperationalError, InterfaceError) as exc:
+            raise ClaimUnanswered(started_at) from exc
         if claimed is None:
             # A second delivery of the task, a cancelled reply, or a deleted conversation.
             log.info("reply not queued; nothing to do", extra={"message_id": message_id})
             return
         message, db_now, context = claimed.message, claimed.db_now, claimed.context
     else:
-        claimed_rows = Message.objects.filter(
-            pk=message_id, role=Message.Role.ASSISTANT, status=Message.Status.QUEUED
-        ).update(status=Message.Status.STREAMING, started_at=timezone.now())
+        try:
+            claimed_rows = (
+                Message.objects.filter(pk=message_id, role=Message.Role.ASSISTANT)
+                .filter(Q(status=Message.Status.QUEUED) | Q(status=Message.Status.STREAMING, started_at=started_at))
+                .update(status=Message.Status.STREAMING, started_at=started_at)
+            )
+        except (OperationalError, InterfaceError) as exc:
+            raise ClaimUnanswered(started_at) from exc
         if not claimed_rows:
             log.info("reply not queued; nothing to do", extra={"message_id": message_id})
             return

@@ -20,6 +20,19 @@ DOWN_SECONDS = 3.0
 AFTER_SECONDS = 8.0
 
 
+def stuck(stack, doing: dict[int, tuple[str, int | None, float]]) -> str:
+    """What the users still waiting are waiting on: each reply's row, and the processes' logs."""
+    now = time.monotonic()
+    lines = []
+    for i, (what, reply_id, since) in sorted(doing.items()):
+        row = stack.sql(
+            "SELECT status, error_code, created_at, started_at, finished_at FROM chat_message WHERE id = %s",
+            [reply_id],
+        )
+        lines.append(f"user {i}: {what} {reply_id or ''} for {now - since:.1f} s; row {row}")
+    return "\n".join(lines) + "\n" + stack.logs()
+
+
 def test_postgres_restart_under_load_gives_clean_errors_and_everything_recovers(stack, pg):
     # A reply may wait 30 s to start (the hold's time limit less the settle margin): the
     # worker's tasks that met the restart retry with back-off.
@@ -36,6 +49,7 @@ def test_postgres_restart_under_load_gives_clean_errors_and_everything_recovers(
     dirty: list[str] = []  # answers that were not clean JSON
     accepted: list[tuple[User, int]] = []
     shown_cost: dict[int, int] = {}
+    doing: dict[int, tuple[str, int | None, float]] = {}  # what each user is waiting on, since when
 
     def note(what: str) -> None:
         with lock:
@@ -46,6 +60,7 @@ def test_postgres_restart_under_load_gives_clean_errors_and_everything_recovers(
         n = 0
         while not stop.is_set():
             n += 1
+            doing[i] = ("sending", None, time.monotonic())
             try:
                 response = user.send(conversation, f"[demo:tokens=10] [demo:tps=40] message {n}", timeout=20)
             except BROKEN as exc:
@@ -66,9 +81,11 @@ def test_postgres_restart_under_load_gives_clean_errors_and_everything_recovers(
             reply_id = response.json()["id"]
             with lock:
                 accepted.append((user, reply_id))
+            doing[i] = ("following", reply_id, time.monotonic())
             seen = follow_reply(user, reply_id, deadline=time.monotonic() + 15, retry_after=0.5)
             if seen.terminal is not None and seen.terminal.kind == "done":
                 shown_cost[reply_id] = seen.terminal.data["cost"]
+        doing.pop(i, None)
 
     threads = [threading.Thread(target=person, args=(i,)) for i in range(USERS)]
     load_started = time.monotonic()
@@ -84,7 +101,7 @@ def test_postgres_restart_under_load_gives_clean_errors_and_everything_recovers(
     stop.set()
     for t in threads:
         t.join(timeout=40)
-    assert not any(t.is_alive() for t in threads)
+    assert not any(t.is_alive() for t in threads), stuck(stack, doing)
     load_seconds = time.monotonic() - load_started
 
     # After the restart, sends work again.

@@ -1,0 +1,109 @@
+"""A database that fails while the worker claims a reply (a restart, a failover): the
+task tries again for as long as the reply could still start, and a claim that committed
+without its answer arriving is taken again by the retry, not left streaming with no
+worker until its hold expires."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import OperationalError
+from django.test import override_settings
+from django.utils import timezone
+
+from chat import claim, services, tasks, worker
+from chat.models import Conversation, Message
+from tests.e2e_servers import chat_catalog, demo_server  # noqa: F401
+from tests.wallet_helpers import funded_wallet
+from wallet.models import Entry, Hold
+from wallet.selectors import ledger_audit
+
+
+@pytest.fixture
+def reply(alice, chat_catalog, monkeypatch) -> Message:  # noqa: F811
+    monkeypatch.setattr("chat.tasks.message_enqueue", lambda *, message_id: None)
+    funded_wallet(alice, 1_000_000)
+    conversation = Conversation.objects.create(user=alice)
+    return services.message_send(user=alice, conversation=conversation, content="[demo:tokens=4] hi", model="demo")
+
+
+def claimed_without_answer(reply: Message) -> dt.datetime:
+    """What a claim that committed, and whose answer was lost, leaves behind."""
+    started_at = timezone.now()
+    Message.objects.filter(pk=reply.pk).update(status=Message.Status.STREAMING, started_at=started_at)
+    return started_at
+
+
+@pytest.mark.money
+@pytest.mark.django_db(transaction=True)
+def test_the_retry_takes_again_the_claim_its_first_attempt_made(reply):
+    started_at = claimed_without_answer(reply)
+    worker.message_run(message_id=reply.pk, started_at=started_at)
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.DONE and reply.started_at == started_at
+    assert Entry.objects.filter(reference=f"message:{reply.pk}").count() == 1
+    assert Hold.objects.get(pk=reply.hold_id).status == Hold.Status.POSTED
+    assert ledger_audit() == []
+
+
+@pytest.mark.money
+@pytest.mark.django_db(transaction=True)
+def test_another_attempts_claim_is_left_alone(reply):
+    started_at = claimed_without_answer(reply)
+    worker.message_run(message_id=reply.pk, started_at=started_at + dt.timedelta(microseconds=1))
+    worker.message_run(message_id=reply.pk)  # a second delivery of the task
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STREAMING and reply.started_at == started_at
+    assert not Entry.objects.filter(reference=f"message:{reply.pk}").exists()
+
+
+@pytest.mark.money
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_the_database_did_not_answer_says_which_mark_it_used(reply, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(claim, "claim", unreachable)
+    monkeypatch.setattr(Message.objects, "filter", unreachable)  # SQLite's claim
+    started_at = timezone.now()
+    with pytest.raises(worker.ClaimUnanswered) as raised:
+        worker.message_run(message_id=reply.pk, started_at=started_at)
+    assert raised.value.started_at == started_at
+    assert isinstance(raised.value, OperationalError)
+
+
+def test_a_lost_claim_is_retried_with_its_own_mark():
+    started_at = dt.datetime(2026, 11, 29, 14, 0, 0, 123456, tzinfo=dt.UTC)
+    countdown, kwargs = tasks.retry_after_database_error(
+        worker.ClaimUnanswered(started_at), message_id=7, retries=0, unreachable_since=None, now=1000.0
+    )
+    assert kwargs == {"message_id": 7, "unreachable_since": 1000.0, "started_at": started_at.isoformat()}
+    assert dt.datetime.fromisoformat(kwargs["started_at"]) == started_at  # to the microsecond
+    assert 0.5 <= countdown <= 1.0
+
+
+def test_other_database_errors_are_retried_without_a_mark():
+    _, kwargs = tasks.retry_after_database_error(
+        OperationalError("gone"), message_id=7, retries=3, unreachable_since=990.0, now=1000.0
+    )
+    assert kwargs == {"message_id": 7, "unreachable_since": 990.0}
+
+
+@override_settings(HOLD_TTL_SECONDS=60)
+def test_retries_back_off_and_last_as_long_as_the_reply_could_start():
+    window = 60 - worker.DEADLINE_MARGIN_SECONDS
+    since, now, retries, waits = 1000.0, 1000.0, 0, []
+    while (plan := tasks.retry_after_database_error(
+        OperationalError("gone"), message_id=7, retries=retries, unreachable_since=since, now=now
+    )) is not None:  # fmt: skip
+        countdown, kwargs = plan
+        waits.append(countdown)
+        assert kwargs["unreachable_since"] == since
+        now += countdown
+        retries += 1
+    # Never a retry that comes at once (a handful of those can all fall within one restart).
+    for n, wait in enumerate(waits):
+        assert min(8, 2**n) / 2 <= wait <= min(8, 2**n)
+    assert now - since >= window
+    assert now - since < window + 8
