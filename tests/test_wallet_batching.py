@@ -235,6 +235,25 @@ def test_a_batch_that_writes_other_rows_than_it_decided_rolls_back_and_its_calle
     assert ledger_audit() == []
 
 
+def test_a_hold_key_taken_since_the_read_fails_the_committed_batch_before_its_commit(alice, batcher, monkeypatch):
+    """The write inserts holds without ON CONFLICT: a key the read did not see (taken by a
+    concurrent transaction since) fails the insert on its unique index, and the batch, in
+    its own transaction and pipeline, is a mismatch with nothing of it committed."""
+    account = funded_wallet(alice, 1000)
+    first = wallet_hold(account=account, amount=100, idempotency_key="dup")
+    read = ledger_sql._READ_BATCH.replace("%(keys)s::text[])", "%(keys)s::text[]) AND false")
+    monkeypatch.setattr(ledger_sql, "_READ_BATCH", read)
+    revenue = ledger_sql.system_account_id("usage")
+    ops = [ledger_sql.HoldOp(account.pk, 50, "new", "", 60), ledger_sql.HoldOp(account.pk, 100, "dup", "", 60)]
+    with pytest.raises(ledger_sql.BatchMismatch, match="wallet_hold_idempotency_key"):
+        ledger_sql.commit_batch([op.prepared() for op in ops], revenue_id=revenue)
+    connection.close()  # as the batcher does after a failed batch
+    assert list(Hold.objects.filter(idempotency_key__in=["new", "dup"]).values_list("pk", flat=True)) == [first.pk]
+    account.refresh_from_db()
+    assert account.held == 100
+    assert ledger_audit() == []
+
+
 def test_only_posts_on_wallets_with_an_automatic_top_up_pay_for_its_check(alice, bob, batcher, monkeypatch):
     checked: list[int] = []
     monkeypatch.setattr(batching, "wallet_after_spend", checked.append)
@@ -471,6 +490,8 @@ def test_the_batch_connection_plans_on_the_keys_even_on_a_fresh_database(alice, 
             "posts": "json",
             "entries": "json",
             "wallets": "json",
+            "post_ids": "bigint[]",
+            "wallet_ids": "bigint[]",
             "revenue": "bigint",
             "decided": "bigint[]",
         },
