@@ -423,6 +423,71 @@ def test_what_a_full_batch_leaves_behind_gets_a_leader_of_its_own(alice, monkeyp
     assert ledger_audit() == []
 
 
+def test_the_window_opens_after_the_batch_before_so_its_callers_join_the_next(alice, monkeypatch):
+    """A caller that arrived while a batch committed, and the committed batch's caller
+    back with its next operation a moment later, go in one batch: the window opens only
+    after the commit (it used to run during it, and the late caller's batch left alone)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("group commit is PostgreSQL's")
+    batcher = batching.Batcher(wait=1.0, max_items=64)
+    monkeypatch.setattr(batching, "_batcher", batcher)
+    account = funded_wallet(alice, 1000)
+    late: list[object] = []
+
+    def arrive_during_the_first(calls):
+        if len(calls) != 1:
+            return
+
+        def hold() -> None:
+            try:
+                late.append(batching.wallet_hold_batched(account=account, amount=50, idempotency_key="late"))
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=hold, name="late")
+        thread.start()
+        late.append(thread)
+        for _ in range(1000):  # until it waits for this batch
+            if batcher._pending:
+                break
+            threading.Event().wait(0.01)
+        threading.Event().wait(2 * batcher.wait)  # longer than a window: one run now would have closed
+
+    calls = _recorded(monkeypatch, arrive_during_the_first)
+    try:
+        first = batching.wallet_hold_batched(account=account, amount=100, idempotency_key="first")
+        threading.Event().wait(0.1)  # the caller's own work before its next operation
+        batching.wallet_post_batched(hold=first, amount=100)
+        late[0].join(timeout=60)
+    finally:
+        batcher.stop()
+    assert [n for _, n in calls] == [1, 2]  # the late hold and the first caller's post together
+    assert first.status == "posted" and late[1].status == "pending"
+    account.refresh_from_db()
+    assert (account.balance, account.held) == (900, 50)
+    assert ledger_audit() == []
+
+
+def test_a_full_batch_does_not_wait_out_its_window(alice, monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("group commit is PostgreSQL's")
+    patient = batching.Batcher(wait=3600, max_items=3)  # an hour: only a full batch leaves
+    monkeypatch.setattr(batching, "_batcher", patient)
+    calls = _recorded(monkeypatch)
+    account = funded_wallet(alice, 1000)
+    try:
+        outcomes = _threads(
+            6, lambda i: batching.wallet_hold_batched(account=account, amount=100, idempotency_key=f"h{i}")
+        )
+    finally:
+        patient.stop()
+    assert all(isinstance(o, Hold) and o.status == "pending" for o in outcomes), outcomes
+    assert [n for _, n in calls] == [3, 3] and patient.batches == 2
+    account.refresh_from_db()
+    assert account.held == 600
+    assert ledger_audit() == []
+
+
 ODD = 'a "quoted" \\ back\nslash\t\x01 é€😀 |1:|'
 
 

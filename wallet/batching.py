@@ -3,7 +3,8 @@
 With durable commits every transaction waits for its WAL flush, and a hot wallet's
 row stays locked until then, so one wallet settles at most one operation per flush.
 A per-process batcher collects operations from the threads of a process (a worker's
-pool) for up to `BATCH_WAIT_SECONDS` or `BATCH_MAX_ITEMS` operations, applies them in
+pool) for up to `BATCH_WAIT_SECONDS` after the batch before it committed, or until
+`BATCH_MAX_ITEMS` operations wait, applies them in
 one transaction in the ledger's lock order (holds by id, then accounts by id), commits
 once, and hands each caller its own outcome.
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import _thread
 import logging
-import time
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -73,11 +73,18 @@ class _Op:
 
 class Batcher:
     """Leader and followers, no thread of its own: the caller whose operation finds no
-    batch gathering leads the next one. It waits out the window (its GIL free for the
-    others to add theirs), waits for the batch before it, takes what gathered, applies it
-    on the process's batch connection and wakes the others; its own outcome needs no
-    hand-off between threads. A caller that arrives while a batch commits starts or joins
-    the next one, which gathers meanwhile."""
+    batch gathering leads the next one. It waits for the batch before it, then waits out
+    the window (its GIL free for the others to add theirs) unless the batch fills first,
+    takes what gathered, applies it on the process's batch connection and wakes the
+    others; its own outcome needs no hand-off between threads. A caller that arrives
+    while a batch commits starts or joins the next one.
+
+    The window opens only once the batch before has committed, so the callers that batch
+    wakes join the next one: a process's callers then go in one batch a cycle (about 60
+    of 64 in the benchmark), not in two halves that alternate (about 35 each: the window
+    used to run while the batch before committed, and closed before its callers were
+    back). A batch has a fixed cost of about 1 ms of Python and 1 ms of PostgreSQL
+    whatever its size, so fewer, fuller batches cost less a pair."""
 
     def __init__(self, *, wait: float = BATCH_WAIT_SECONDS, max_items: int = BATCH_MAX_ITEMS) -> None:
         self.wait = wait
@@ -86,14 +93,19 @@ class Batcher:
         self._lock = _thread.allocate_lock()  # guards _pending and _leading
         self._pending: list[_Op] = []
         self._leading = False  # the operations in _pending have a leader
+        self._gathering: _thread.LockType | None = None  # released when the gathering batch is full
         self._commit = _thread.allocate_lock()  # one batch at a time on the batch connection
         self._db: BaseDatabaseWrapper | None = None
 
     def submit(self, op: _Op) -> _Op:
         with self._lock:
-            self._pending.append(op)
+            pending = self._pending
+            pending.append(op)
             lead = not self._leading
             self._leading = True
+            if self._gathering is not None and len(pending) >= self.max_items:
+                self._gathering.release()  # full: its leader need not wait out the window
+                self._gathering = None
         if lead:
             self._lead()
         else:
@@ -110,9 +122,17 @@ class Batcher:
                 self._db.close()
 
     def _lead(self) -> None:
-        time.sleep(self.wait)  # the window fills while the leader sleeps
         with self._commit:
+            full = _thread.allocate_lock()
+            full.acquire()
             with self._lock:
+                gather = len(self._pending) < self.max_items
+                if gather:
+                    self._gathering = full
+            if gather:
+                full.acquire(timeout=self.wait)  # the window fills while the leader waits
+            with self._lock:
+                self._gathering = None
                 ops = self._pending[: self.max_items]
                 rest = self._pending = self._pending[self.max_items :]
                 self._leading = bool(rest)
