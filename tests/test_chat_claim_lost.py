@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.db import OperationalError
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections
 from django.test import override_settings
 from django.utils import timezone
 
@@ -16,6 +16,7 @@ from chat import claim, services, tasks, worker
 from chat.models import Conversation, Message
 from tests.e2e_servers import chat_catalog, demo_server  # noqa: F401
 from tests.wallet_helpers import funded_wallet
+from wallet import ledger_sql
 from wallet.models import Entry, Hold
 from wallet.selectors import ledger_audit
 
@@ -107,3 +108,52 @@ def test_retries_back_off_and_last_as_long_as_the_reply_could_start():
         assert min(8, 2**n) / 2 <= wait <= min(8, 2**n)
     assert now - since >= window
     assert now - since < window + 8
+
+
+@pytest.fixture
+def _backend_terminated_later():
+    yield
+    connection.close()  # the test's own clean-up then opens a new one
+
+
+def _backend_terminated() -> None:
+    """This connection's PostgreSQL backend ended from outside, as a restart ends it."""
+    connection.close()
+    connection.ensure_connection()
+    pid = connection.connection.info.backend_pid
+    other = connections.create_connection(DEFAULT_DB_ALIAS)
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    finally:
+        other.close()
+
+
+@pytest.mark.money
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("_backend_terminated_later")
+def test_a_restart_during_the_ledgers_connection_set_up_is_djangos_operational_error():
+    if connection.vendor != "postgresql":
+        pytest.skip("the ledger's prepared statements are PostgreSQL's")
+    _backend_terminated()
+    # psycopg's own error escaped before: not retried by the worker, a 500 from the API.
+    with pytest.raises(OperationalError):
+        ledger_sql.prepare_connection()
+    assert connection.errors_occurred  # closed at the end of the task or request
+
+
+@pytest.mark.money
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("_backend_terminated_later")
+def test_a_claim_cut_off_by_a_restart_is_retried_and_the_reply_ends(reply):
+    if connection.vendor != "postgresql":
+        pytest.skip("the claim's one statement is PostgreSQL's")
+    _backend_terminated()
+    with pytest.raises(worker.ClaimUnanswered) as raised:
+        worker.message_run(message_id=reply.pk)
+    connection.close_if_unusable_or_obsolete()  # as Celery's Django fix-up does between tries
+    worker.message_run(message_id=reply.pk, started_at=raised.value.started_at)
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.DONE
+    assert Entry.objects.filter(reference=f"message:{reply.pk}").count() == 1
+    assert ledger_audit() == []

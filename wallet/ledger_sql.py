@@ -97,12 +97,15 @@ def prepare_connection(*, batch: bool = False) -> None:
     conn = connection.connection
     if conn.prepare_threshold is None:
         conn.prepare_threshold = 2**31 - 1
-    if not getattr(conn, "_ledger_generic_plans", False) and connection.get_autocommit():
-        conn.execute("SET plan_cache_mode = force_generic_plan")
-        conn._ledger_generic_plans = True
-    if batch and not getattr(conn, "_ledger_index_only", False) and connection.get_autocommit():
-        conn.execute(BATCH_SESSION)
-        conn._ledger_index_only = True
+    # psycopg's own errors as Django's (a restart's OperationalError, which the callers
+    # retry or answer with a 503), and the connection marked for closing, as for any query.
+    with connection.wrap_database_errors:
+        if not getattr(conn, "_ledger_generic_plans", False) and connection.get_autocommit():
+            conn.execute("SET plan_cache_mode = force_generic_plan")
+            conn._ledger_generic_plans = True
+        if batch and not getattr(conn, "_ledger_index_only", False) and connection.get_autocommit():
+            conn.execute(BATCH_SESSION)
+            conn._ledger_index_only = True
 
 
 BATCH_SESSION = "SET enable_seqscan = off"  # the batch connection's session (`prepare_connection`)
