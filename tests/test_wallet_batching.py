@@ -4,6 +4,7 @@ each gets its own outcome; a refusal in a batch disturbs no other operation."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 from django.db import connection, transaction
@@ -368,9 +369,10 @@ def test_a_leader_whose_batch_fails_wakes_its_followers_and_each_runs_the_plain_
     assert ledger_audit() == []
 
 
-def test_a_caller_arriving_while_a_batch_commits_leads_the_next_one(alice, batcher, monkeypatch):
-    account = funded_wallet(alice, 1000)
-    late: list[object] = []
+def _late_hold_during_the_first_batch(account, batcher, late: list, then: Callable[[], None]) -> Callable[[list], None]:
+    """A `before` for `_recorded`: as the first batch starts, a thread holds 50 on `account`
+    (`late`: the thread, then its outcome); once that hold waits, `then()`, and the batch
+    goes on."""
 
     def arrive_during_the_first(calls):
         if len(calls) != 1:
@@ -389,8 +391,19 @@ def test_a_caller_arriving_while_a_batch_commits_leads_the_next_one(alice, batch
             if batcher._pending:
                 break
             threading.Event().wait(0.01)
+        then()
+
+    return arrive_during_the_first
+
+
+def test_a_caller_arriving_while_a_batch_commits_leads_the_next_one(alice, batcher, monkeypatch):
+    account = funded_wallet(alice, 1000)
+    late: list[object] = []
+
+    def waiting_with_a_leader() -> None:
         assert batcher._pending and batcher._leading
 
+    arrive_during_the_first = _late_hold_during_the_first_batch(account, batcher, late, waiting_with_a_leader)
     calls = _recorded(monkeypatch, arrive_during_the_first)
     first = batching.wallet_hold_batched(account=account, amount=100, idempotency_key="first")
     late[0].join(timeout=60)
@@ -402,24 +415,31 @@ def test_a_caller_arriving_while_a_batch_commits_leads_the_next_one(alice, batch
     assert ledger_audit() == []
 
 
-def test_what_a_full_batch_leaves_behind_gets_a_leader_of_its_own(alice, monkeypatch):
+def _holds_through(batcher: batching.Batcher, n: int, alice, monkeypatch) -> list[tuple[str, int]]:
+    """`n` threads each hold 100 on one wallet through `batcher`, all placed (the wallet
+    holds them all): each batch's leading thread and size."""
     if connection.vendor != "postgresql":
         pytest.skip("group commit is PostgreSQL's")
-    small = batching.Batcher(wait=0.3, max_items=2)
-    monkeypatch.setattr(batching, "_batcher", small)
+    monkeypatch.setattr(batching, "_batcher", batcher)
     calls = _recorded(monkeypatch)
     account = funded_wallet(alice, 1000)
     try:
         outcomes = _threads(
-            7, lambda i: batching.wallet_hold_batched(account=account, amount=100, idempotency_key=f"h{i}")
+            n, lambda i: batching.wallet_hold_batched(account=account, amount=100, idempotency_key=f"h{i}")
         )
     finally:
-        small.stop()
+        batcher.stop()
     assert all(isinstance(o, Hold) and o.status == "pending" for o in outcomes), outcomes
+    account.refresh_from_db()
+    assert account.held == 100 * n
+    return calls
+
+
+def test_what_a_full_batch_leaves_behind_gets_a_leader_of_its_own(alice, monkeypatch):
+    small = batching.Batcher(wait=0.3, max_items=2)
+    calls = _holds_through(small, 7, alice, monkeypatch)
     assert all(n <= 2 for _, n in calls) and sum(n for _, n in calls) == 7
     assert small.batches == len(calls) >= 4
-    account.refresh_from_db()
-    assert account.held == 700
     assert ledger_audit() == []
 
 
@@ -433,26 +453,10 @@ def test_the_window_opens_after_the_batch_before_so_its_callers_join_the_next(al
     monkeypatch.setattr(batching, "_batcher", batcher)
     account = funded_wallet(alice, 1000)
     late: list[object] = []
-
-    def arrive_during_the_first(calls):
-        if len(calls) != 1:
-            return
-
-        def hold() -> None:
-            try:
-                late.append(batching.wallet_hold_batched(account=account, amount=50, idempotency_key="late"))
-            finally:
-                connection.close()
-
-        thread = threading.Thread(target=hold, name="late")
-        thread.start()
-        late.append(thread)
-        for _ in range(1000):  # until it waits for this batch
-            if batcher._pending:
-                break
-            threading.Event().wait(0.01)
-        threading.Event().wait(2 * batcher.wait)  # longer than a window: one run now would have closed
-
+    # Then longer than a window: one that ran now would have closed.
+    arrive_during_the_first = _late_hold_during_the_first_batch(
+        account, batcher, late, lambda: threading.Event().wait(2 * batcher.wait)
+    )
     calls = _recorded(monkeypatch, arrive_during_the_first)
     try:
         first = batching.wallet_hold_batched(account=account, amount=100, idempotency_key="first")
@@ -469,22 +473,9 @@ def test_the_window_opens_after_the_batch_before_so_its_callers_join_the_next(al
 
 
 def test_a_full_batch_does_not_wait_out_its_window(alice, monkeypatch):
-    if connection.vendor != "postgresql":
-        pytest.skip("group commit is PostgreSQL's")
     patient = batching.Batcher(wait=3600, max_items=3)  # an hour: only a full batch leaves
-    monkeypatch.setattr(batching, "_batcher", patient)
-    calls = _recorded(monkeypatch)
-    account = funded_wallet(alice, 1000)
-    try:
-        outcomes = _threads(
-            6, lambda i: batching.wallet_hold_batched(account=account, amount=100, idempotency_key=f"h{i}")
-        )
-    finally:
-        patient.stop()
-    assert all(isinstance(o, Hold) and o.status == "pending" for o in outcomes), outcomes
+    calls = _holds_through(patient, 6, alice, monkeypatch)
     assert [n for _, n in calls] == [3, 3] and patient.batches == 2
-    account.refresh_from_db()
-    assert account.held == 600
     assert ledger_audit() == []
 
 
