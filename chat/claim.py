@@ -38,7 +38,7 @@ def _sql() -> str:
     return f"""WITH c AS (
     UPDATE {message} SET status = %(streaming)s, started_at = %(started)s
     WHERE id = %(id)s AND role = %(assistant)s
-        AND (status = %(queued)s OR (status = %(streaming)s AND started_at = %(started)s))
+        AND (status = %(queued)s OR (status = %(streaming)s AND started_at = ANY(%(lost)s::timestamptz[])))
     RETURNING {cols(Message, message)}
 )
 SELECT {cols(Message, "c")}, {cols(ModelSpec, "s")}, {cols(Hold, "h")}, {cols(Conversation, "v")},
@@ -55,17 +55,19 @@ _MODELS = ((Message, "c"), (ModelSpec, "s"), (Hold, "h"), (Conversation, "v"))
 _plan: dict[str, object] = {}
 
 
-def claim(message_id: int, *, started_at: dt.datetime) -> Claimed | None:
-    """Claim the reply and load it, in one statement; None if it was not queued (a second
-    delivery of the task, a cancelled reply, a deleted conversation). A reply streaming
-    since exactly `started_at` is this claim's own, made by an attempt whose answer was
-    lost (chat/worker.py: ClaimUnanswered), and is taken again."""
+def claim(message_id: int, *, started_at: dt.datetime, lost_claims: tuple[dt.datetime, ...] = ()) -> Claimed | None:
+    """Claim the reply with the mark `started_at` and load it, in one statement; None if
+    it was not queued (a second delivery of the task, a cancelled reply, a deleted
+    conversation). A reply streaming since one of `lost_claims` was claimed by an earlier
+    attempt of this task whose answer was lost (chat/worker.py: ClaimUnanswered), and is
+    taken again."""
     if "sql" not in _plan:
         _plan["sql"] = _sql()
         _plan["converters"] = [(model, raw_rows.converters(model, alias)) for model, alias in _MODELS]
     params = {
         "id": message_id,
         "started": started_at,
+        "lost": list(lost_claims),
         "streaming": Message.Status.STREAMING,
         "queued": Message.Status.QUEUED,
         "assistant": Message.Role.ASSISTANT,

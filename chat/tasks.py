@@ -25,14 +25,19 @@ PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 
     ignore_result=True,
     max_retries=None,  # bounded by time instead: `retry_after_database_error`
 )
-def message_run(self, message_id: int, started_at: str | None = None, unreachable_since: float | None = None) -> None:
+def message_run(
+    self,
+    message_id: int,
+    lost_claims: list[str] | None = None,
+    unreachable_since: float | None = None,
+    started_at: str | None = None,  # one lost claim, as retries queued by earlier versions carry it
+) -> None:
     # acks_late: a worker that dies mid-reply leaves the task to be delivered again;
     # that delivery finds the reply no longer queued and does nothing (claims are a
     # compare-and-swap), and the sweep fails the reply once its hold runs out.
+    marks = [*(lost_claims or ()), *([started_at] if started_at else [])]
     try:
-        worker.message_run(
-            message_id=message_id, started_at=dt.datetime.fromisoformat(started_at) if started_at else None
-        )
+        worker.message_run(message_id=message_id, lost_claims=tuple(dt.datetime.fromisoformat(m) for m in marks))
     except (OperationalError, InterfaceError) as exc:
         # A database that is unreachable (a restart, a failover): try again shortly
         # rather than leave the reply queued until its hold expires.
@@ -55,7 +60,8 @@ def retry_after_database_error(
     never shorter), backing off 1, 2, 4, then 8 s (each shortened by up to half, so
     replies queued together don't all come back at once, but never to nothing: a count
     of quick retries could all fall within one restart). A claim whose answer was lost is
-    retried with its own mark, so the retry takes the reply again if the claim committed.
+    retried with the marks of every such claim, so the retry takes the reply again if one
+    of them committed.
     """
     now = time.time() if now is None else now
     since = now if unreachable_since is None else unreachable_since
@@ -63,7 +69,7 @@ def retry_after_database_error(
         return None
     kwargs: dict = {"message_id": message_id, "unreachable_since": since}
     if isinstance(exc, worker.ClaimUnanswered):
-        kwargs["started_at"] = exc.started_at.isoformat()
+        kwargs["lost_claims"] = [mark.isoformat() for mark in exc.lost_claims]
     return min(8.0, 2.0**retries) * random.uniform(0.5, 1.0), kwargs
 
 

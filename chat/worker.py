@@ -179,30 +179,33 @@ def _stream(
 
 class ClaimUnanswered(OperationalError):
     """The database failed while the reply was being claimed: the claim may have
-    committed without its answer arriving. A retry with the same `started_at` takes the
-    reply again if so (no model was called for it yet), and finds it queued if not."""
+    committed without its answer arriving. The retry carries the marks of every such
+    claim (`lost_claims`): it takes the reply again if it is still streaming with one of
+    them (no model was called for it yet), and finds it queued if none committed."""
 
-    def __init__(self, started_at: dt.datetime) -> None:
-        super().__init__(f"the database did not answer the claim made at {started_at.isoformat()}")
-        self.started_at = started_at
+    def __init__(self, lost_claims: tuple[dt.datetime, ...]) -> None:
+        super().__init__(f"the database did not answer the claim made at {lost_claims[-1].isoformat()}")
+        self.lost_claims = lost_claims
 
 
-def message_run(*, message_id: int, started_at: dt.datetime | None = None) -> None:
+def message_run(*, message_id: int, lost_claims: tuple[dt.datetime, ...] = ()) -> None:
     """The worker's body: claim the reply, stream it from the model, settle it once.
 
-    `started_at` is the claim's own mark: a reply already streaming with exactly this
-    start time was claimed by this task's earlier attempt, whose answer was lost
-    (`ClaimUnanswered`), and is taken again."""
-    started_at = started_at or timezone.now()
+    `lost_claims` are the marks (`started_at`) of this task's earlier claims whose answer
+    was lost (`ClaimUnanswered`): a reply streaming since one of them is taken again. The
+    claim always sets a new mark, so a delivery of this same retry after a worker died
+    mid-reply finds a mark it does not carry and leaves the reply alone, as any second
+    delivery does: the model is not called twice for one reply."""
+    started_at = timezone.now()
     # The time left is read on the database's clock, which set the hold's expiry and
     # which the sweep reads: a worker whose own clock is off neither starts a reply it
     # can't settle in time nor drops one that has time.
     if connection.vendor == "postgresql":
         # Claim, reply, clock and context: one statement (chat/claim.py).
         try:
-            claimed = claim.claim(message_id, started_at=started_at)
+            claimed = claim.claim(message_id, started_at=started_at, lost_claims=lost_claims)
         except (OperationalError, InterfaceError) as exc:
-            raise ClaimUnanswered(started_at) from exc
+            raise ClaimUnanswered((*lost_claims, started_at)) from exc
         if claimed is None:
             # A second delivery of the task, a cancelled reply, or a deleted conversation.
             log.info("reply not queued; nothing to do", extra={"message_id": message_id})
@@ -212,11 +215,13 @@ def message_run(*, message_id: int, started_at: dt.datetime | None = None) -> No
         try:
             claimed_rows = (
                 Message.objects.filter(pk=message_id, role=Message.Role.ASSISTANT)
-                .filter(Q(status=Message.Status.QUEUED) | Q(status=Message.Status.STREAMING, started_at=started_at))
+                .filter(
+                    Q(status=Message.Status.QUEUED) | Q(status=Message.Status.STREAMING, started_at__in=lost_claims)
+                )
                 .update(status=Message.Status.STREAMING, started_at=started_at)
             )
         except (OperationalError, InterfaceError) as exc:
-            raise ClaimUnanswered(started_at) from exc
+            raise ClaimUnanswered((*lost_claims, started_at)) from exc
         if not claimed_rows:
             log.info("reply not queued; nothing to do", extra={"message_id": message_id})
             return

@@ -39,10 +39,10 @@ def claimed_without_answer(reply: Message) -> dt.datetime:
 @pytest.mark.money
 @pytest.mark.django_db(transaction=True)
 def test_the_retry_takes_again_the_claim_its_first_attempt_made(reply):
-    started_at = claimed_without_answer(reply)
-    worker.message_run(message_id=reply.pk, started_at=started_at)
+    lost = claimed_without_answer(reply)
+    worker.message_run(message_id=reply.pk, lost_claims=(lost,))
     reply.refresh_from_db()
-    assert reply.status == Message.Status.DONE and reply.started_at == started_at
+    assert reply.status == Message.Status.DONE and reply.started_at > lost  # the retry's own mark
     assert Entry.objects.filter(reference=f"message:{reply.pk}").count() == 1
     assert Hold.objects.get(pk=reply.hold_id).status == Hold.Status.POSTED
     assert ledger_audit() == []
@@ -52,36 +52,95 @@ def test_the_retry_takes_again_the_claim_its_first_attempt_made(reply):
 @pytest.mark.django_db(transaction=True)
 def test_another_attempts_claim_is_left_alone(reply):
     started_at = claimed_without_answer(reply)
-    worker.message_run(message_id=reply.pk, started_at=started_at + dt.timedelta(microseconds=1))
+    worker.message_run(message_id=reply.pk, lost_claims=(started_at + dt.timedelta(microseconds=1),))
     worker.message_run(message_id=reply.pk)  # a second delivery of the task
     reply.refresh_from_db()
     assert reply.status == Message.Status.STREAMING and reply.started_at == started_at
     assert not Entry.objects.filter(reference=f"message:{reply.pk}").exists()
 
 
+class WorkerKilled(BaseException):
+    """The worker process ending mid-reply (SIGKILL, out of memory): nothing of the
+    task's own runs after it."""
+
+
 @pytest.mark.money
 @pytest.mark.django_db(transaction=True)
-def test_a_claim_the_database_did_not_answer_says_which_mark_it_used(reply, monkeypatch):
+def test_the_retry_delivered_again_after_its_worker_died_mid_reply_leaves_the_reply_alone(reply, monkeypatch):
+    lost = claimed_without_answer(reply)
+
+    def killed(*args, **kwargs):
+        raise WorkerKilled
+
+    with monkeypatch.context() as patched:
+        patched.setattr("chat.streams.ReplyWriter", killed)  # the first thing after the claim
+        with pytest.raises(WorkerKilled):
+            worker.message_run(message_id=reply.pk, lost_claims=(lost,))
+    reply.refresh_from_db()
+    taken_at = reply.started_at
+    assert reply.status == Message.Status.STREAMING and taken_at > lost
+    # acks_late delivers the same retry, with the same kwargs, again: it must not call the
+    # model a second time for a reply that may already have text on its stream.
+    worker.message_run(message_id=reply.pk, lost_claims=(lost,))
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STREAMING and reply.started_at == taken_at
+    assert not Entry.objects.filter(reference=f"message:{reply.pk}").exists()
+
+
+@pytest.mark.money
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_the_database_did_not_answer_names_every_lost_claim(reply, monkeypatch):
     def unreachable(*args, **kwargs):
         raise OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(claim, "claim", unreachable)
     monkeypatch.setattr(Message.objects, "filter", unreachable)  # SQLite's claim
-    started_at = timezone.now()
+    earlier = timezone.now() - dt.timedelta(seconds=2)
+    before = timezone.now()
     with pytest.raises(worker.ClaimUnanswered) as raised:
-        worker.message_run(message_id=reply.pk, started_at=started_at)
-    assert raised.value.started_at == started_at
+        worker.message_run(message_id=reply.pk, lost_claims=(earlier,))
+    assert raised.value.lost_claims[0] == earlier and len(raised.value.lost_claims) == 2
+    assert raised.value.lost_claims[1] >= before  # this attempt's own mark
     assert isinstance(raised.value, OperationalError)
 
 
-def test_a_lost_claim_is_retried_with_its_own_mark():
-    started_at = dt.datetime(2026, 11, 29, 14, 0, 0, 123456, tzinfo=dt.UTC)
-    countdown, kwargs = tasks.retry_after_database_error(
-        worker.ClaimUnanswered(started_at), message_id=7, retries=0, unreachable_since=None, now=1000.0
+@pytest.mark.money
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_lost_twice_is_taken_by_the_third_attempt(reply):
+    first = claimed_without_answer(reply)
+    second = first + dt.timedelta(seconds=1)  # committed; the first never did
+    Message.objects.filter(pk=reply.pk).update(started_at=second)
+    worker.message_run(message_id=reply.pk, lost_claims=(first, second))
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.DONE
+    assert Entry.objects.filter(reference=f"message:{reply.pk}").count() == 1
+
+
+def test_a_lost_claim_is_retried_with_its_marks():
+    marks = (
+        dt.datetime(2026, 11, 29, 14, 0, 0, 123456, tzinfo=dt.UTC),
+        dt.datetime(2026, 11, 29, 14, 0, 1, 654321, tzinfo=dt.UTC),
     )
-    assert kwargs == {"message_id": 7, "unreachable_since": 1000.0, "started_at": started_at.isoformat()}
-    assert dt.datetime.fromisoformat(kwargs["started_at"]) == started_at  # to the microsecond
+    countdown, kwargs = tasks.retry_after_database_error(
+        worker.ClaimUnanswered(marks), message_id=7, retries=0, unreachable_since=None, now=1000.0
+    )
+    assert kwargs == {"message_id": 7, "unreachable_since": 1000.0, "lost_claims": [m.isoformat() for m in marks]}
+    assert tuple(dt.datetime.fromisoformat(m) for m in kwargs["lost_claims"]) == marks  # to the microsecond
     assert 0.5 <= countdown <= 1.0
+
+
+def test_the_task_passes_its_lost_claims_to_the_worker(monkeypatch):
+    seen = []
+    monkeypatch.setattr(worker, "message_run", lambda **kwargs: seen.append(kwargs))
+    mark = dt.datetime(2026, 11, 29, 14, 0, 0, 123456, tzinfo=dt.UTC)
+    tasks.message_run.run(7, lost_claims=[mark.isoformat()])
+    tasks.message_run.run(8, started_at=mark.isoformat())  # a retry queued by an earlier version
+    tasks.message_run.run(9)
+    assert seen == [
+        {"message_id": 7, "lost_claims": (mark,)},
+        {"message_id": 8, "lost_claims": (mark,)},
+        {"message_id": 9, "lost_claims": ()},
+    ]
 
 
 def test_other_database_errors_are_retried_without_a_mark():
@@ -152,7 +211,7 @@ def test_a_claim_cut_off_by_a_restart_is_retried_and_the_reply_ends(reply):
     with pytest.raises(worker.ClaimUnanswered) as raised:
         worker.message_run(message_id=reply.pk)
     connection.close_if_unusable_or_obsolete()  # as Celery's Django fix-up does between tries
-    worker.message_run(message_id=reply.pk, started_at=raised.value.started_at)
+    worker.message_run(message_id=reply.pk, lost_claims=raised.value.lost_claims)
     reply.refresh_from_db()
     assert reply.status == Message.Status.DONE
     assert Entry.objects.filter(reference=f"message:{reply.pk}").count() == 1
