@@ -85,7 +85,7 @@ INSERT_COLUMNS = (
 
 @dataclass
 class Said:
-    """A message of the history as a send reads it (what `_reply_create` uses of a Message)."""
+    """A message of the history as a send reads it (what `_reply_queue` uses of a Message)."""
 
     pk: int | None
     role: str

@@ -245,23 +245,27 @@ def _check_image_formats(prompt: Message, spec: ModelSpec) -> None:
             )
 
 
-def _reply_create(
+def _reply_queue(
     *,
     conversation: Conversation,
     spec: ModelSpec,
     requested_model: str,
     routed_by: str,
     candidates: list[Message],
+    wallet_id: int,
+    remember: Remember,
     retry_of: Message | None = None,
     escalation_of: Message | None = None,
     route_category: str = "",
-) -> Message:
-    """Trim the context and store a queued reply, in the caller's transaction; `_reply_hold`
-    then holds its worst case, as that transaction's last statement."""
+) -> tuple[Message, list[Exception]]:
+    """In the caller's transaction: trim the context, store a queued reply, remember it under
+    the send's key, then hold its worst case as the transaction's last statement
+    (`_reply_hold`); the reply is queued once that commits. The caller raises the queueing's
+    failures after its transaction (`_raise_if_not_queued`)."""
     chosen, total = _reply_context(conversation=conversation, spec=spec, candidates=candidates)
     # The reply keeps the prices it is held at: a price change never alters it.
     prices = spec.prices_snapshot()
-    return Message.objects.create(
+    reply = Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
         status=Message.Status.QUEUED,
@@ -275,6 +279,9 @@ def _reply_create(
         input_estimate=total,
         prices=prices,
     )
+    remember(reply)
+    _reply_hold(reply, wallet_id=wallet_id)
+    return reply, _enqueue_after_commit(reply)
 
 
 def _reply_context(*, conversation: Conversation, spec: ModelSpec, candidates: list) -> tuple[list, int]:
@@ -444,16 +451,15 @@ def _send(
         prompt = Message.objects.create(
             conversation=locked, role=Message.Role.USER, content=content, attachments=images
         )
-        reply = _reply_create(
+        reply, failures = _reply_queue(
             conversation=locked,
             spec=spec,
             requested_model=model,
             routed_by=routed_by,
             candidates=[*history, prompt],
+            wallet_id=wallet_id,
+            remember=remember,
         )
-        remember(reply)
-        _reply_hold(reply, wallet_id=wallet_id)  # the last statement: the wallet's row is locked to the commit
-        failures = _enqueue_after_commit(reply)
     _raise_if_not_queued(failures)
     return reply
 
@@ -583,17 +589,16 @@ def _retry(*, user: AbstractBaseUser, message: Message, remember: Remember) -> M
             decision=decision,
         )
         _check_in_flight(user)
-        reply = _reply_create(
+        reply, failures = _reply_queue(
             conversation=locked,
             spec=spec,
             requested_model=requested,
             routed_by=routed_by,
             candidates=history,
             retry_of=message,
+            wallet_id=wallet_id,
+            remember=remember,
         )
-        remember(reply)
-        _reply_hold(reply, wallet_id=wallet_id)  # the last statement
-        failures = _enqueue_after_commit(reply)
     _raise_if_not_queued(failures)
     return reply
 
@@ -678,17 +683,16 @@ def _regenerate(*, user: AbstractBaseUser, message: Message, model: str, remembe
         if prompt.attachments and not spec.image_input:
             raise InvalidMessage(f"{spec.name} does not take images.", code="images_not_supported")
         _check_in_flight(user)
-        reply = _reply_create(
+        reply, failures = _reply_queue(
             conversation=locked,
             spec=spec,
             requested_model=requested,
             routed_by=routed_by,
             candidates=history,
             retry_of=message,
+            wallet_id=wallet_id,
+            remember=remember,
         )
-        remember(reply)
-        _reply_hold(reply, wallet_id=wallet_id)  # the last statement
-        failures = _enqueue_after_commit(reply)
     _raise_if_not_queued(failures)
     return reply
 
@@ -726,16 +730,15 @@ def _edit(*, user: AbstractBaseUser, message: Message, content: str, model: str,
             conversation=locked, role=Message.Role.USER, content=content, attachments=images
         )
         _check_in_flight(user)
-        reply = _reply_create(
+        reply, failures = _reply_queue(
             conversation=locked,
             spec=spec,
             requested_model=model,
             routed_by=routed_by,
             candidates=[*history, prompt],
+            wallet_id=wallet_id,
+            remember=remember,
         )
-        remember(reply)
-        _reply_hold(reply, wallet_id=wallet_id)  # the last statement
-        failures = _enqueue_after_commit(reply)
     _raise_if_not_queued(failures)
     return reply
 
@@ -789,7 +792,7 @@ def message_escalate(*, user: AbstractBaseUser, message: Message, idempotency_ke
                 return again
             candidates = [m for m in _history(locked) if m.pk <= prompt.pk]
             _check_in_flight(user)
-            reply = _reply_create(
+            reply, failures = _reply_queue(
                 conversation=locked,
                 spec=spec,
                 requested_model=spec.slug,
@@ -797,10 +800,9 @@ def message_escalate(*, user: AbstractBaseUser, message: Message, idempotency_ke
                 candidates=candidates,
                 escalation_of=message,
                 route_category=category,
+                wallet_id=wallet_id,
+                remember=remember,
             )
-            remember(reply)
-            _reply_hold(reply, wallet_id=wallet_id)  # the last statement
-            failures = _enqueue_after_commit(reply)
         _raise_if_not_queued(failures)
         return reply
 
